@@ -1,0 +1,298 @@
+//! One memory-mapped, preallocated segment file, and the few OS calls around it.
+//!
+//! This module and `sync_ring` are the only places with `unsafe`. The soundness
+//! argument for sharing a mapping between the writing shard thread and reading threads:
+//!
+//! - A [`Segment`] (shared via `Arc`) owns the file and the mapping; the mapping lives
+//!   until the last `Arc` is dropped, so a reader never sees it unmapped, even after the
+//!   log compacted or deleted the file.
+//! - Exactly one [`SegmentWriter`] exists per `Segment` (it is created together with
+//!   the mapping and is not `Clone`). Every write goes through `&mut SegmentWriter`, so
+//!   the writer never holds a shared slice of its own mapping while writing.
+//! - `frozen` is a byte watermark published by the writer with `Release`: bytes below it
+//!   never change again while the mapping exists ([`SegmentWriter::write`] asserts the
+//!   write starts at or above it and `frozen` only grows). Other threads may only read
+//!   below it ([`Segment::read_frozen`] asserts so, after an `Acquire` load).
+//! - The log directory is locked (`flock`) for as long as any `Segment` of it is alive,
+//!   so no second mapping in this or another cooperating process writes the same bytes.
+//!   Modification of the files by foreign processes is outside this contract, as with
+//!   any mapping.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::ops::Range;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use memmap2::{Advice, MmapRaw};
+
+/// A mapped segment file, shared between the writer and readers.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    path: PathBuf,
+    file: File,
+    map: MmapRaw,
+    first_index: u64,
+    /// Bytes `[0, frozen)` never change again; readers may read them.
+    frozen: AtomicUsize,
+    /// Keeps the directory lock alive while this mapping exists.
+    _lock: Arc<DirLock>,
+}
+
+/// The unique writing handle of a [`Segment`].
+#[derive(Debug)]
+pub(crate) struct SegmentWriter {
+    seg: Arc<Segment>,
+}
+
+impl Segment {
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn first_index(&self) -> u64 {
+        self.first_index
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.map.len()
+    }
+
+    pub(crate) fn fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Bytes below this offset are immutable and readable from any thread.
+    pub(crate) fn frozen(&self) -> usize {
+        self.frozen.load(Ordering::Acquire)
+    }
+
+    /// Reads published bytes. Panics if `range` reaches past the frozen watermark.
+    pub(crate) fn read_frozen(&self, range: Range<usize>) -> &[u8] {
+        let frozen = self.frozen();
+        assert!(range.start <= range.end);
+        assert!(
+            range.end <= frozen,
+            "read {range:?} past frozen {frozen} in {}",
+            self.path.display()
+        );
+        assert!(frozen <= self.map.len());
+        // SAFETY: the range lies inside the mapping (end <= frozen <= len), which is alive
+        // for as long as `self` is. Bytes below `frozen` are never written again (the
+        // writer asserts every write starts at or above `frozen`, and `frozen` only
+        // grows), and the Acquire load above pairs with the writer's Release store in
+        // `freeze`, so these bytes are fully written and stay unchanged for the lifetime
+        // of the returned borrow.
+        unsafe {
+            std::slice::from_raw_parts(self.map.as_ptr().add(range.start), range.end - range.start)
+        }
+    }
+}
+
+impl SegmentWriter {
+    /// Creates `path` (which must not exist), preallocates `capacity` bytes with
+    /// `fallocate` so writes through the mapping cannot hit a full disk, and maps it.
+    pub(crate) fn create(
+        path: &Path,
+        first_index: u64,
+        capacity: usize,
+        lock: &Arc<DirLock>,
+    ) -> Result<SegmentWriter, (&'static str, io::Error)> {
+        assert!(capacity > 0);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(path)
+            .map_err(|e| ("create", e))?;
+        if let Err(e) = fallocate(&file, capacity as u64) {
+            drop(file);
+            let _ = std::fs::remove_file(path);
+            return Err(("fallocate", e));
+        }
+        Self::map(path, file, first_index, lock).map_err(|e| ("mmap", e))
+    }
+
+    /// Opens and maps an existing segment file.
+    pub(crate) fn open(
+        path: &Path,
+        first_index: u64,
+        lock: &Arc<DirLock>,
+    ) -> Result<SegmentWriter, (&'static str, io::Error)> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| ("open", e))?;
+        let len = file.metadata().map_err(|e| ("stat", e))?.len();
+        if len == 0 {
+            return Err((
+                "mmap",
+                io::Error::new(io::ErrorKind::InvalidData, "segment file is empty"),
+            ));
+        }
+        Self::map(path, file, first_index, lock).map_err(|e| ("mmap", e))
+    }
+
+    fn map(
+        path: &Path,
+        file: File,
+        first_index: u64,
+        lock: &Arc<DirLock>,
+    ) -> io::Result<SegmentWriter> {
+        let map = MmapRaw::map_raw(&file)?;
+        Ok(SegmentWriter {
+            seg: Arc::new(Segment {
+                path: path.to_path_buf(),
+                file,
+                map,
+                first_index,
+                frozen: AtomicUsize::new(0),
+                _lock: Arc::clone(lock),
+            }),
+        })
+    }
+
+    pub(crate) fn segment(&self) -> &Arc<Segment> {
+        &self.seg
+    }
+
+    /// Hints the kernel that the mapping is about to be read front to back.
+    pub(crate) fn advise_sequential(&self) {
+        // Only a hint; failure changes nothing observable.
+        let _ = self.seg.map.advise(Advice::Sequential);
+    }
+
+    /// The whole mapping, for the writer's own reads (recovery, serving reads).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        // SAFETY: the mapping is alive as long as `self.seg`. The only code that mutates
+        // it is `write`, which needs `&mut self` and so cannot run while this borrow of
+        // `self` lives. Other threads only read (below `frozen`), so there is no
+        // concurrent mutation of any byte in the returned slice.
+        unsafe { std::slice::from_raw_parts(self.seg.map.as_ptr(), self.seg.map.len()) }
+    }
+
+    /// Mutable access to `[offset, offset + len)`, which must lie at or above the frozen
+    /// watermark (bytes readers may see are never modified).
+    pub(crate) fn write(&mut self, offset: usize, len: usize) -> &mut [u8] {
+        let frozen = self.seg.frozen.load(Ordering::Relaxed);
+        assert!(
+            offset >= frozen,
+            "write at {offset} below frozen {frozen} in {}",
+            self.seg.path.display()
+        );
+        let end = offset.checked_add(len).expect("write range overflows");
+        assert!(end <= self.seg.map.len(), "write past segment end");
+        // SAFETY: the range is inside the live mapping (checked above). No other slice
+        // covers it: readers only read below `frozen` <= offset, and the writer's own
+        // shared borrows (`bytes`) cannot coexist with this `&mut self` borrow, whose
+        // lifetime bounds the returned slice. The file was preallocated with fallocate,
+        // so the pages are backed and writing cannot fault with SIGBUS for lack of space.
+        unsafe { std::slice::from_raw_parts_mut(self.seg.map.as_mut_ptr().add(offset), len) }
+    }
+
+    /// Publishes bytes `[0, upto)` as immutable and readable by other threads.
+    pub(crate) fn freeze(&self, upto: usize) {
+        assert!(upto <= self.seg.map.len());
+        let old = self.seg.frozen.load(Ordering::Relaxed);
+        assert!(
+            upto >= old,
+            "frozen watermark may only grow ({old} -> {upto})"
+        );
+        self.seg.frozen.store(upto, Ordering::Release);
+    }
+
+    pub(crate) fn frozen(&self) -> usize {
+        self.seg.frozen.load(Ordering::Relaxed)
+    }
+}
+
+/// A segment dropped from the log whose mapping nobody else holds, kept mapped so a
+/// later segment can reuse it (its page tables stay populated: no faults on reuse).
+#[derive(Debug)]
+pub(crate) struct SpareSegment {
+    seg: Segment,
+}
+
+impl SpareSegment {
+    pub(crate) fn path(&self) -> &Path {
+        &self.seg.path
+    }
+
+    /// Records that the file was renamed to `path`.
+    pub(crate) fn set_path(&mut self, path: PathBuf) {
+        self.seg.path = path;
+    }
+}
+
+impl SegmentWriter {
+    /// Keeps the mapping for reuse if no reader or pending sync still holds it.
+    pub(crate) fn into_spare(self) -> Option<SpareSegment> {
+        Arc::try_unwrap(self.seg)
+            .ok()
+            .map(|seg| SpareSegment { seg })
+    }
+
+    /// Turns a spare (already renamed to `path`) into the writer of a new segment whose
+    /// first index is `first_index`. Its old bytes stay until overwritten.
+    pub(crate) fn reuse(spare: SpareSegment, path: &Path, first_index: u64) -> SegmentWriter {
+        let mut seg = spare.seg;
+        // Owning the `Segment` by value means no `Arc` clone and hence no reader borrow
+        // of its bytes exists, so the frozen watermark may start over.
+        *seg.frozen.get_mut() = 0;
+        seg.path = path.to_path_buf();
+        seg.first_index = first_index;
+        SegmentWriter { seg: Arc::new(seg) }
+    }
+}
+
+/// An exclusive `flock` on the log directory's lock file, held while the log or any of
+/// its mappings is alive.
+#[derive(Debug)]
+pub(crate) struct DirLock {
+    _file: File,
+}
+
+impl DirLock {
+    /// Takes the lock or fails with `WouldBlock` if someone else holds it.
+    pub(crate) fn acquire(path: &Path) -> io::Result<DirLock> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(path)?;
+        // SAFETY: flock only takes a file descriptor, which `file` keeps open for the call.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(DirLock { _file: file })
+    }
+}
+
+/// Allocates `len` bytes of backing store for `file` (extending its size).
+fn fallocate(file: &File, len: u64) -> io::Result<()> {
+    let len = libc::off_t::try_from(len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length too large"))?;
+    loop {
+        // SAFETY: fallocate only takes a file descriptor (kept open by `file`) and integers.
+        let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
