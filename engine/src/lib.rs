@@ -4,7 +4,9 @@
 //! Dependency direction: `engine -> {net, storage}`; neither of those imports `engine`.
 
 pub mod applier;
+pub mod client;
 pub mod kv;
+pub mod node;
 pub mod raft;
 pub mod sim;
 pub mod spsc;

@@ -579,6 +579,19 @@ impl Ring {
         }
     }
 
+    /// Submits `fdatasync(fd)`; the completion comes back as [`Completion::Foreign`] with
+    /// `token`. Safe: the operation names no memory, only `fd`, which the caller keeps
+    /// open until the completion (a closed fd fails with `EBADF`; a reused number would
+    /// sync another file, which costs time but cannot corrupt memory).
+    pub fn fdatasync(&mut self, fd: RawFd, token: u64) -> Result<(), RingError> {
+        let entry = opcode::Fsync::new(types::Fd(fd))
+            .flags(types::FsyncFlags::DATASYNC)
+            .build();
+        // SAFETY: an fsync SQE references no buffer, iovec or path, so nothing can be
+        // freed or moved under the kernel before its completion.
+        unsafe { self.push_foreign(entry, token) }
+    }
+
     /// Pushes an operation owned by someone else (e.g. storage's fdatasync or write SQE). Its
     /// completion comes back from [`Ring::reap`] as [`Completion::Foreign`] with `token`.
     /// The entry's `user_data` is overwritten by the driver.

@@ -22,6 +22,8 @@ const OP_SEND: u64 = 2;
 const OP_CONNECT: u64 = 3;
 const OP_ACCEPT: u64 = 4;
 const ACCEPT_TOKEN: u64 = (u32::MAX as u64) << 32 | OP_ACCEPT;
+/// Accepts on the optional second (client) listener.
+const CLIENT_ACCEPT_TOKEN: u64 = (u32::MAX as u64 - 1) << 32 | OP_ACCEPT;
 /// Payloads smaller than this are copied by `send_shared` instead of spliced in.
 const SHARED_PAYLOAD_MIN_BYTES: usize = 4096;
 /// Spliced payloads per send (each needs an iovec; the kernel allows 1024).
@@ -202,6 +204,10 @@ pub struct Transport {
     cfg: TransportConfig,
     listener: Option<TcpListener>,
     accept_armed: bool,
+    /// A second listening socket for clients (the cluster file's `client_addr`); the
+    /// handshake, not the socket, decides what a connection is.
+    client_listener: Option<TcpListener>,
+    client_accept_armed: bool,
     conns: Vec<Option<Conn>>,
     free_conns: Vec<u32>,
     next_gen: u32,
@@ -247,6 +253,28 @@ impl Transport {
         Transport::new(cfg, listener)
     }
 
+    /// Binds the peer listener `listen` and a second listener `client_listen` for clients,
+    /// both served by the same ring.
+    pub fn bind_with_clients(
+        cfg: TransportConfig,
+        listen: SocketAddr,
+        client_listen: SocketAddr,
+    ) -> Result<Transport, TransportError> {
+        let listener = TcpListener::bind(listen)?;
+        let client_listener = TcpListener::bind(client_listen)?;
+        let mut t = Transport::new(cfg, Some(listener))?;
+        t.client_listener = Some(client_listener);
+        t.run_timers(Instant::now());
+        Ok(t)
+    }
+
+    /// The client listener's address, when there is one.
+    pub fn client_addr(&self) -> Option<SocketAddr> {
+        self.client_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
     /// Starts with an already bound listener (tests bind port 0 first to learn the address).
     pub fn new(
         cfg: TransportConfig,
@@ -276,6 +304,8 @@ impl Transport {
             ring,
             listener,
             accept_armed: false,
+            client_listener: None,
+            client_accept_armed: false,
             conns: (0..conns_max).map(|_| None).collect(),
             free_conns: (0..conns_max).rev().collect(),
             next_gen: 1,
@@ -526,6 +556,13 @@ impl Transport {
             if let Some(l) = &self.listener {
                 if self.ring.accept(l.as_raw_fd(), ACCEPT_TOKEN).is_ok() {
                     self.accept_armed = true;
+                }
+            }
+        }
+        if !self.client_accept_armed {
+            if let Some(l) = &self.client_listener {
+                if self.ring.accept(l.as_raw_fd(), CLIENT_ACCEPT_TOKEN).is_ok() {
+                    self.client_accept_armed = true;
                 }
             }
         }
@@ -787,8 +824,12 @@ impl Transport {
                 flags,
             }),
             Completion::Accepted { token, result } => {
-                assert_eq!(token, ACCEPT_TOKEN);
-                self.accept_armed = false;
+                if token == CLIENT_ACCEPT_TOKEN {
+                    self.client_accept_armed = false;
+                } else {
+                    assert_eq!(token, ACCEPT_TOKEN);
+                    self.accept_armed = false;
+                }
                 match result {
                     Ok(stream) => match self.new_conn(None) {
                         Some(idx) => self.start_handshake(idx, stream),

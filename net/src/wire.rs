@@ -60,7 +60,7 @@ const _: () = assert!(core::mem::align_of::<ArchivedHello>() <= FRAME_ALIGN);
 const _: () = assert!(core::mem::align_of::<ArchivedAuth>() <= FRAME_ALIGN);
 // Pin the archived sizes of the fixed-size control messages: a change here is a wire change
 // and must bump WIRE_VERSION.
-const _: () = assert!(core::mem::size_of::<ArchivedRaftMessage>() == 64);
+const _: () = assert!(core::mem::size_of::<ArchivedRaftMessage>() == 72);
 const _: () = assert!(core::mem::size_of::<ArchivedHello>() == 56);
 const _: () = assert!(core::mem::size_of::<ArchivedAuth>() == 32);
 
@@ -183,6 +183,8 @@ pub enum AppendOutcome {
     },
     /// Log does not match at `prev_index`; fast backtracking hint.
     Reject {
+        /// The `prev_index` that did not match.
+        rejected_index: u64,
         /// Term of the conflicting entry (0 when the follower's log is too short).
         conflict_term: u64,
         /// First index the follower holds for `conflict_term`.
@@ -246,6 +248,74 @@ pub enum ClientMessage {
         /// Value when present.
         value: Option<Vec<u8>>,
     },
+    /// Ask a node for the state of the frame's shard (any node answers).
+    Status {
+        /// Client-chosen id echoed in the reply.
+        request_id: u64,
+    },
+    /// Answer to `Status`.
+    StatusReply {
+        /// Echo of the request id.
+        request_id: u64,
+        /// The shard's state on the answering node.
+        status: ShardStatus,
+    },
+    /// Ask the leader to hand leadership of the frame's shard to node `to`.
+    TransferLeader {
+        /// Client-chosen id echoed in the reply.
+        request_id: u64,
+        /// Node that should lead.
+        to: u64,
+    },
+    /// Answer to an administrative request.
+    AdminReply {
+        /// Echo of the request id.
+        request_id: u64,
+        /// Result code.
+        status: ClientStatus,
+        /// Leader node id when known.
+        leader_hint: Option<u64>,
+        /// Why a request was refused (empty when `Ok`).
+        detail: String,
+    },
+}
+
+/// One shard's state on one node, for status tools and convergence checks.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct ShardStatus {
+    /// Answering node.
+    pub node_id: u64,
+    /// Shard id.
+    pub shard: u32,
+    /// Raft role (`leader`, `follower`, `candidate`, `pre-candidate`).
+    pub role: String,
+    /// Current term.
+    pub term: u64,
+    /// Known leader.
+    pub leader: Option<u64>,
+    /// Commit index.
+    pub commit: u64,
+    /// Applied index of the state machine.
+    pub applied: u64,
+    /// Last log index.
+    pub last_index: u64,
+    /// Last index known durable.
+    pub persisted_index: u64,
+    /// State machine hash (equal on replicas that applied the same entries).
+    pub state_hash: u64,
+    /// Leader only: each follower's match index.
+    pub followers: Vec<FollowerStatus>,
+}
+
+/// A follower's replication progress as its leader sees it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct FollowerStatus {
+    /// Follower node.
+    pub node_id: u64,
+    /// Highest index known replicated and durable there.
+    pub match_index: u64,
 }
 
 /// Handshake role of the sender.

@@ -96,6 +96,7 @@
 
 mod error;
 mod hard_state;
+mod inspect;
 mod log;
 mod reader;
 mod record;
@@ -107,6 +108,7 @@ mod sync_ring;
 
 pub use error::{RecordError, StorageError};
 pub use hard_state::{HardState, HardStateFile, PendingHardState};
+pub use inspect::{inspect, InspectReport, SegmentSummary};
 pub use log::{EntryMeta, Log, LogConfig, PendingSync, Position};
 pub use reader::{Cursor, LogReader};
 pub use record::{

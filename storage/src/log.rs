@@ -24,7 +24,7 @@ use crate::slot_file::{SlotFile, SlotKind, SLOT_PAYLOAD_BYTES};
 use crate::sync_ring::{fdatasync_entry, SyncRing};
 
 mod cut;
-mod open;
+pub(crate) mod open;
 mod sync;
 
 pub use sync::PendingSync;
@@ -32,7 +32,7 @@ use sync::{InflightSync, LazyRing};
 
 const META_FILE: &str = "log.meta";
 const LOCK_FILE: &str = "LOCK";
-const SEGMENT_SUFFIX: &str = ".seg";
+pub(crate) const SEGMENT_SUFFIX: &str = ".seg";
 const SPARE_SUFFIX: &str = ".spare";
 const PAGE_BYTES: usize = 4096;
 

@@ -1,1 +1,2 @@
 //! Shared code for the binaries.
+pub mod launcher;

@@ -167,10 +167,15 @@ impl ClusterConfig {
         problems.at_least(count, 1, format!("{at}shards.count"));
         problems.at_most(count, SHARDS_MAX, format!("{at}shards.count"));
         let listed = self.shards.preferred_leaders.len() as u64;
+        // Either no preference at all (an empty list) or one preferred leader per shard.
         problems.check(
-            listed == count,
+            listed == count || listed == 0,
             format!("{at}shards.preferred_leaders"),
-            || Reason::Mismatch(format!("{listed} preferred leaders for {count} shards")),
+            || {
+                Reason::Mismatch(format!(
+                    "{listed} preferred leaders for {count} shards (list one per shard, or none)"
+                ))
+            },
         );
         for (i, &node) in self.shards.preferred_leaders.iter().enumerate() {
             problems.check(

@@ -136,7 +136,11 @@ pub fn own(e: Event<'_>) -> Ev {
                 net::wire::ArchivedClientMessage::Submit { request_id, .. }
                 | net::wire::ArchivedClientMessage::Reply { request_id, .. }
                 | net::wire::ArchivedClientMessage::Read { request_id, .. }
-                | net::wire::ArchivedClientMessage::ReadReply { request_id, .. } => {
+                | net::wire::ArchivedClientMessage::ReadReply { request_id, .. }
+                | net::wire::ArchivedClientMessage::Status { request_id }
+                | net::wire::ArchivedClientMessage::StatusReply { request_id, .. }
+                | net::wire::ArchivedClientMessage::TransferLeader { request_id, .. }
+                | net::wire::ArchivedClientMessage::AdminReply { request_id, .. } => {
                     request_id.to_native()
                 }
             };

@@ -16,7 +16,12 @@ fn decode_meta(b: &[u8; SLOT_PAYLOAD_BYTES]) -> (u64, u64) {
     )
 }
 
-fn corrupt(path: &Path, offset: u64, index: u64, reason: impl Into<String>) -> StorageError {
+pub(crate) fn corrupt(
+    path: &Path,
+    offset: u64,
+    index: u64,
+    reason: impl Into<String>,
+) -> StorageError {
     StorageError::Corrupt {
         path: path.to_path_buf(),
         offset,

@@ -29,6 +29,12 @@ impl PendingSync {
         &self.entries
     }
 
+    /// The file descriptors to `fdatasync`, in the order of [`PendingSync::entries`], for
+    /// ring drivers that build their own operation. They stay open while `self` lives.
+    pub fn fds(&self) -> &[RawFd] {
+        &self.fds
+    }
+
     /// Everything up to this position is durable once all entries completed with 0
     /// (and every earlier begun sync completed too).
     pub fn up_to(&self) -> Position {

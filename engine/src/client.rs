@@ -1,0 +1,455 @@
+//! The client library the tools use: connects to every node over the same io_uring
+//! transport the nodes use, follows leader hints, and offers both blocking calls and a
+//! pipelined interface (many requests in flight, replies collected by `poll`).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use net::wire::{ArchivedClientMessage, ClientMessage, ClientStatus};
+use net::{Dest, Event, Idle, Origin, PeerConfig, Transport, TransportConfig};
+
+use crate::node::ShardReport;
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("transport: {0}")]
+    Transport(#[from] net::TransportError),
+    #[error("no leader answered within {0:?}")]
+    NoLeader(Duration),
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("node {0} is not connected")]
+    NotConnected(u64),
+    #[error("request refused: {0}")]
+    Refused(String),
+    #[error("send: {0}")]
+    Send(#[from] net::SendError),
+}
+
+/// A reply, owned (copied out of the receive buffer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Submit {
+        request_id: u64,
+        status: ClientStatus,
+        leader_hint: Option<u64>,
+        index: u64,
+    },
+    Read {
+        request_id: u64,
+        status: ClientStatus,
+        leader_hint: Option<u64>,
+        value: Option<Vec<u8>>,
+    },
+    Status {
+        request_id: u64,
+        report: ShardReport,
+    },
+    Admin {
+        request_id: u64,
+        status: ClientStatus,
+        leader_hint: Option<u64>,
+        detail: String,
+    },
+}
+
+impl Reply {
+    pub fn request_id(&self) -> u64 {
+        match self {
+            Reply::Submit { request_id, .. }
+            | Reply::Read { request_id, .. }
+            | Reply::Status { request_id, .. }
+            | Reply::Admin { request_id, .. } => *request_id,
+        }
+    }
+}
+
+/// A connection to every node of a cluster.
+pub struct Client {
+    transport: Transport,
+    nodes: Vec<u64>,
+    leader: Option<u64>,
+    next_request: u64,
+    shard: u32,
+    /// Replies that arrived while waiting for another one.
+    stash: BTreeMap<u64, Reply>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("nodes", &self.nodes)
+            .field("leader", &self.leader)
+            .finish()
+    }
+}
+
+impl Client {
+    /// Dials every member. `client_id` must be unique among the cluster's clients.
+    pub fn connect(
+        cluster_id: u64,
+        client_id: u64,
+        members: &[PeerConfig],
+        cluster_key: Option<Vec<u8>>,
+        frame_bytes_max: usize,
+    ) -> Result<Client, ClientError> {
+        let mut cfg = TransportConfig::new(cluster_id, client_id, net::Role::Client);
+        cfg.peers = members.to_vec();
+        cfg.cluster_key = cluster_key;
+        cfg.frame_bytes_max = frame_bytes_max;
+        cfg.send_queue_bytes_max = cfg.send_queue_bytes_max.max(frame_bytes_max * 4);
+        let transport = Transport::bind(cfg, None)?;
+        Ok(Client {
+            transport,
+            nodes: members.iter().map(|m| m.node_id).collect(),
+            leader: None,
+            next_request: 1,
+            shard: 0,
+            stash: BTreeMap::new(),
+        })
+    }
+
+    /// Waits until every node is connected (or `timeout` passes); returns how many are.
+    pub fn wait_connected(&mut self, timeout: Duration) -> Result<usize, ClientError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let up = self.connected();
+            if up == self.nodes.len() || Instant::now() >= deadline {
+                return Ok(up);
+            }
+            self.pump(Duration::from_millis(5))?;
+        }
+    }
+
+    /// Number of nodes currently connected.
+    pub fn connected(&self) -> usize {
+        self.nodes
+            .iter()
+            .filter(|&&n| self.transport.is_connected(n))
+            .count()
+    }
+
+    /// The node believed to lead (from the last reply's hint).
+    pub fn leader(&self) -> Option<u64> {
+        self.leader
+    }
+
+    /// Sets the leader guess.
+    pub fn set_leader(&mut self, node: Option<u64>) {
+        self.leader = node;
+    }
+
+    fn target(&self) -> u64 {
+        self.leader.unwrap_or_else(|| {
+            *self
+                .nodes
+                .iter()
+                .find(|&&n| self.transport.is_connected(n))
+                .unwrap_or(&self.nodes[0])
+        })
+    }
+
+    fn send(&mut self, node: u64, msg: &ClientMessage) -> Result<(), ClientError> {
+        self.transport
+            .send(Dest::Peer(node), self.shard, msg, &[])
+            .map_err(ClientError::Send)
+    }
+
+    /// Sends a batch of commands to the believed leader without waiting; the reply comes
+    /// from [`Client::poll`]. Returns the request id.
+    pub fn send_submit(&mut self, payloads: Vec<Vec<u8>>) -> Result<u64, ClientError> {
+        let request_id = self.next_request;
+        self.next_request += 1;
+        let node = self.target();
+        self.send(
+            node,
+            &ClientMessage::Submit {
+                request_id,
+                payloads,
+            },
+        )?;
+        Ok(request_id)
+    }
+
+    /// Sends a linearizable read to the believed leader without waiting.
+    pub fn send_read(&mut self, key: Vec<u8>) -> Result<u64, ClientError> {
+        let request_id = self.next_request;
+        self.next_request += 1;
+        let node = self.target();
+        self.send(node, &ClientMessage::Read { request_id, key })?;
+        Ok(request_id)
+    }
+
+    /// Runs the transport for up to `wait` and hands every reply that arrived to
+    /// `on_reply`. Leader hints update the leader guess.
+    pub fn poll(
+        &mut self,
+        wait: Duration,
+        mut on_reply: impl FnMut(Reply),
+    ) -> Result<(), ClientError> {
+        for (_, reply) in std::mem::take(&mut self.stash) {
+            on_reply(reply);
+        }
+        let mut got = Vec::new();
+        let idle = if wait.is_zero() {
+            Idle::Spin
+        } else {
+            Idle::Wait(wait)
+        };
+        self.transport.poll(idle, |event| {
+            if let Event::Frame {
+                from: Origin::Peer(node),
+                message: net::Message::Client(m),
+                ..
+            } = event
+            {
+                if let Some(reply) = owned_reply(m) {
+                    got.push((node, reply));
+                }
+            }
+        })?;
+        for (node, reply) in got {
+            self.learn_leader(node, &reply);
+            on_reply(reply);
+        }
+        Ok(())
+    }
+
+    fn pump(&mut self, wait: Duration) -> Result<(), ClientError> {
+        let mut got = Vec::new();
+        self.poll(wait, |r| got.push(r))?;
+        for r in got {
+            self.stash.insert(r.request_id(), r);
+        }
+        Ok(())
+    }
+
+    fn learn_leader(&mut self, node: u64, reply: &Reply) {
+        let (status, hint) = match reply {
+            Reply::Submit {
+                status,
+                leader_hint,
+                ..
+            }
+            | Reply::Read {
+                status,
+                leader_hint,
+                ..
+            }
+            | Reply::Admin {
+                status,
+                leader_hint,
+                ..
+            } => (*status, *leader_hint),
+            Reply::Status { .. } => return,
+        };
+        match status {
+            ClientStatus::Ok => self.leader = Some(node),
+            ClientStatus::NotLeader => self.leader = hint.filter(|&h| h != node),
+            _ => {}
+        }
+    }
+
+    fn wait_for(&mut self, request_id: u64, deadline: Instant) -> Result<Reply, ClientError> {
+        loop {
+            if let Some(r) = self.stash.remove(&request_id) {
+                return Ok(r);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ClientError::Timeout(Duration::ZERO));
+            }
+            self.pump((deadline - now).min(Duration::from_millis(5)))?;
+        }
+    }
+
+    /// Sends a request built by `send` to the believed leader until `done` accepts a
+    /// reply (`Some`), following leader hints and backing off on `NotLeader`/`Busy`.
+    fn call_leader<T>(
+        &mut self,
+        timeout: Duration,
+        mut send: impl FnMut(&mut Self) -> Result<u64, ClientError>,
+        mut done: impl FnMut(Reply) -> Result<Option<T>, ClientError>,
+    ) -> Result<T, ClientError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if Instant::now() >= deadline {
+                return Err(ClientError::NoLeader(timeout));
+            }
+            let id = match send(self) {
+                Ok(id) => id,
+                Err(ClientError::Send(_)) => {
+                    self.leader = None;
+                    self.pump(Duration::from_millis(10))?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let reply = match self.wait_for(id, deadline) {
+                Ok(r) => r,
+                Err(ClientError::Timeout(_)) => return Err(ClientError::Timeout(timeout)),
+                Err(e) => return Err(e),
+            };
+            if let Some(value) = done(reply)? {
+                return Ok(value);
+            }
+            // NotLeader or Busy: the hint (if any) is already applied; back off a bit.
+            self.rotate_if_unknown();
+            self.pump(Duration::from_millis(10))?;
+        }
+    }
+
+    /// Submits a batch and waits until it is applied on the leader; follows redirects.
+    /// Returns the index of the batch's last entry.
+    pub fn submit(
+        &mut self,
+        payloads: Vec<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<u64, ClientError> {
+        self.call_leader(
+            timeout,
+            |c| c.send_submit(payloads.clone()),
+            |reply| match reply {
+                Reply::Submit {
+                    status: ClientStatus::Ok,
+                    index,
+                    ..
+                } => Ok(Some(index)),
+                Reply::Submit {
+                    status: ClientStatus::Rejected,
+                    ..
+                } => Err(ClientError::Refused("rejected by the state machine".into())),
+                Reply::Submit { .. } => Ok(None),
+                other => Err(ClientError::Refused(format!("unexpected reply {other:?}"))),
+            },
+        )
+    }
+
+    /// Linearizable read through the leader's ReadIndex.
+    pub fn get(&mut self, key: &[u8], timeout: Duration) -> Result<Option<Vec<u8>>, ClientError> {
+        self.call_leader(
+            timeout,
+            |c| c.send_read(key.to_vec()),
+            |reply| match reply {
+                Reply::Read {
+                    status: ClientStatus::Ok,
+                    value,
+                    ..
+                } => Ok(Some(value)),
+                Reply::Read { .. } => Ok(None),
+                other => Err(ClientError::Refused(format!("unexpected reply {other:?}"))),
+            },
+        )
+    }
+
+    /// When no leader is known, try the next node.
+    fn rotate_if_unknown(&mut self) {
+        if self.leader.is_none() {
+            let current = self.target();
+            let pos = self.nodes.iter().position(|&n| n == current).unwrap_or(0);
+            self.leader = Some(self.nodes[(pos + 1) % self.nodes.len()]);
+        }
+    }
+
+    /// Asks one node for its shard's status.
+    pub fn status(&mut self, node: u64, timeout: Duration) -> Result<ShardReport, ClientError> {
+        let deadline = Instant::now() + timeout;
+        let request_id = self.next_request;
+        self.next_request += 1;
+        while !self.transport.is_connected(node) {
+            if Instant::now() >= deadline {
+                return Err(ClientError::NotConnected(node));
+            }
+            self.pump(Duration::from_millis(5))?;
+        }
+        self.send(node, &ClientMessage::Status { request_id })?;
+        match self.wait_for(request_id, deadline) {
+            Ok(Reply::Status { report, .. }) => Ok(report),
+            Ok(other) => Err(ClientError::Refused(format!("unexpected reply {other:?}"))),
+            Err(ClientError::Timeout(_)) => Err(ClientError::Timeout(timeout)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Asks `via` (the leader) to hand leadership to `to`.
+    pub fn transfer_leader(
+        &mut self,
+        via: u64,
+        to: u64,
+        timeout: Duration,
+    ) -> Result<(), ClientError> {
+        let deadline = Instant::now() + timeout;
+        let request_id = self.next_request;
+        self.next_request += 1;
+        self.send(via, &ClientMessage::TransferLeader { request_id, to })?;
+        match self.wait_for(request_id, deadline) {
+            Ok(Reply::Admin {
+                status: ClientStatus::Ok,
+                ..
+            }) => Ok(()),
+            Ok(Reply::Admin {
+                status,
+                detail,
+                leader_hint,
+                ..
+            }) => Err(ClientError::Refused(format!(
+                "{status:?} (leader hint {leader_hint:?}) {detail}"
+            ))),
+            Ok(other) => Err(ClientError::Refused(format!("unexpected reply {other:?}"))),
+            Err(ClientError::Timeout(_)) => Err(ClientError::Timeout(timeout)),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn status_of(s: &net::wire::ArchivedClientStatus) -> ClientStatus {
+    rkyv::deserialize::<ClientStatus, rkyv::rancor::Error>(s).expect("validated enum")
+}
+
+fn owned_reply(m: &ArchivedClientMessage) -> Option<Reply> {
+    Some(match m {
+        ArchivedClientMessage::Reply {
+            request_id,
+            status,
+            leader_hint,
+            index,
+        } => Reply::Submit {
+            request_id: request_id.to_native(),
+            status: status_of(status),
+            leader_hint: leader_hint.as_ref().map(|h| h.to_native()),
+            index: index.to_native(),
+        },
+        ArchivedClientMessage::ReadReply {
+            request_id,
+            status,
+            leader_hint,
+            value,
+        } => Reply::Read {
+            request_id: request_id.to_native(),
+            status: status_of(status),
+            leader_hint: leader_hint.as_ref().map(|h| h.to_native()),
+            value: value.as_ref().map(|v| v.as_slice().to_vec()),
+        },
+        ArchivedClientMessage::StatusReply { request_id, status } => {
+            let s: net::wire::ShardStatus =
+                rkyv::deserialize::<_, rkyv::rancor::Error>(status).expect("validated");
+            Reply::Status {
+                request_id: request_id.to_native(),
+                report: ShardReport::from_wire(&s),
+            }
+        }
+        ArchivedClientMessage::AdminReply {
+            request_id,
+            status,
+            leader_hint,
+            detail,
+        } => Reply::Admin {
+            request_id: request_id.to_native(),
+            status: status_of(status),
+            leader_hint: leader_hint.as_ref().map(|h| h.to_native()),
+            detail: detail.as_str().to_owned(),
+        },
+        _ => return None,
+    })
+}

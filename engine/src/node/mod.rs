@@ -1,0 +1,302 @@
+//! A running node: the shard thread (Raft core + log + transport on one io_uring) and the
+//! applier thread, built from validated tuning.
+//!
+//! ```text
+//!   raftd ──> node::run(tuning, stop)
+//!               ├─ storage: Log::open + HardStateFile::open  (recovery happens here)
+//!               ├─ applier thread, pinned to host.cores.applier
+//!               │     SharedKv <- LogSource (mmap) <- commit ring (SPSC) <- shard
+//!               └─ shard thread, pinned to host.cores.shards[0]
+//!                     Replica (pure) + Transport (peers, clients, fdatasync)
+//! ```
+//!
+//! A stop request drains: new requests get `Busy`, accepted ones are answered, a leader
+//! waits (bounded by `drain_timeout`) until every follower holds its commit index, the
+//! log is synced and the applier has applied everything committed.
+
+mod convert;
+mod machine;
+mod shard;
+mod status;
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use net::{PeerConfig, RingConfig, Transport, TransportConfig};
+use storage::{HardStateFile, Log, LogConfig};
+use tracing::info;
+
+pub use convert::{from_wire, to_wire, FrameRejected};
+pub use machine::{LogSource, SharedKv, SourceError};
+pub use shard::{Shard, ShardSettings};
+pub use status::ShardReport;
+
+use crate::applier::{self, Applier, ApplierConfig, ShardApplier};
+use crate::raft::{Config, EntryMeta, HardState, RecoveredState, Replica};
+use crate::spsc::Doorbell;
+use crate::tuning::NodeTuning;
+
+/// Why a node could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("storage: {0}")]
+    Storage(#[from] storage::StorageError),
+    #[error("transport: {0}")]
+    Transport(#[from] net::TransportError),
+    #[error("applier: {0}")]
+    Applier(#[from] applier::ApplierError),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    #[error("{0} is not supported yet")]
+    Unsupported(&'static str),
+    #[error("thread {0}: {1}")]
+    Thread(&'static str, String),
+}
+
+/// Options that are not tuning: they belong to the launcher.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// Bound on a graceful stop's wait for followers.
+    pub drain_timeout: Duration,
+    /// Seeds election jitter; `None` derives one from the clock and node id.
+    pub seed: Option<u64>,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        NodeOptions {
+            drain_timeout: Duration::from_secs(5),
+            seed: None,
+        }
+    }
+}
+
+/// The Raft core's configuration for `shard` of this node, in ticks.
+pub fn core_config(tuning: &NodeTuning, shard: u32) -> Result<Config, NodeError> {
+    let c = &tuning.cluster;
+    let tick = c.raft.tick_interval_ms.max(1);
+    let ticks = |ms: u64, what: &str| {
+        u32::try_from(ms / tick)
+            .ok()
+            .filter(|&t| t > 0)
+            .ok_or_else(|| {
+                NodeError::Config(format!(
+                    "{what} of {ms} ms is not a positive number of {tick} ms ticks"
+                ))
+            })
+    };
+    let mut config = Config::new(
+        tuning.host.node_id,
+        c.members.iter().map(|m| m.node_id).collect(),
+    );
+    config.election_timeout_ticks_min =
+        ticks(c.raft.election_timeout_ms_min, "election_timeout_ms_min")?;
+    config.election_timeout_ticks_max =
+        ticks(c.raft.election_timeout_ms_max, "election_timeout_ms_max")?;
+    config.heartbeat_interval_ticks = ticks(c.raft.heartbeat_interval_ms, "heartbeat_interval_ms")?;
+    config.pre_vote = c.raft.pre_vote;
+    config.check_quorum = c.raft.check_quorum;
+    config.fixed_leader = c.raft.fixed_leader;
+    config.preferred_leader = c.shards.preferred_leaders.get(shard as usize).copied();
+    config.batch_entries_max = c.replication.batch_entries_max;
+    config.batch_bytes_max = c.replication.batch_bytes_max;
+    config.inflight_msgs_max = c.replication.inflight_messages_max;
+    config.inflight_bytes_max = c.replication.inflight_bytes_max;
+    config
+        .validate()
+        .map_err(|e| NodeError::Config(format!("raft settings: {e}")))?;
+    Ok(config)
+}
+
+/// The transport of this node, from the cluster and host files.
+pub fn transport_config(tuning: &NodeTuning) -> TransportConfig {
+    let c = &tuning.cluster;
+    let h = &tuning.host;
+    let mut t = TransportConfig::new(c.cluster_id, h.node_id, net::Role::Node);
+    t.peers = c
+        .members
+        .iter()
+        .map(|m| PeerConfig {
+            node_id: m.node_id,
+            addr: m.peer_addr,
+        })
+        .collect();
+    t.cluster_key = c.cluster_key();
+    t.frame_bytes_max = c.replication.frame_bytes_max as usize;
+    // Enough for a full inflight window to each peer plus client replies.
+    t.send_queue_bytes_max = (c.replication.inflight_bytes_max as usize)
+        .saturating_mul(2)
+        .max(t.frame_bytes_max * 4);
+    // Records carry their own CRC32C, checked by the receiving engine.
+    t.payload_checksum = false;
+    t.ring = RingConfig {
+        sq_entries: h.io_uring.sq_entries,
+        cq_entries: h.io_uring.cq_entries,
+        sqpoll: h.io_uring.sqpoll,
+        sqpoll_cpu: h.io_uring.sqpoll_cpu.map(|c| c as u32),
+        registered_files: h.io_uring.registered_files,
+        provided_buffers: h.io_uring.provided_buffers > 0,
+        provided_buf_count: u16::try_from(h.io_uring.provided_buffers.max(1)).unwrap_or(u16::MAX),
+        provided_buf_bytes: h.io_uring.provided_buffer_bytes,
+        send_zc: h.io_uring.zero_copy_send_bytes_min.is_some(),
+        send_zc_threshold_bytes: h.io_uring.zero_copy_send_bytes_min.unwrap_or(u32::MAX) as usize,
+        ..RingConfig::default()
+    };
+    // Every in-flight operation must find room in the completion queue (with the
+    // provided buffers' multishot completions and some slack), and every connection
+    // needs a receive and a send in flight, plus the two accepts and the log's syncs.
+    let provided = if t.ring.provided_buffers {
+        u32::from(t.ring.provided_buf_count)
+    } else {
+        0
+    };
+    t.ring.inflight_ops_max = h.io_uring.cq_entries.saturating_sub(16 + provided).max(8);
+    t.conns_max = ((t.ring.inflight_ops_max - 4) / 2).clamp(1, 256);
+    t
+}
+
+/// Where shard `shard` keeps its log and hard state.
+pub fn shard_dir(tuning: &NodeTuning, shard: u32) -> PathBuf {
+    tuning.host.data_dir.join(format!("shard-{shard}"))
+}
+
+/// Runs the node until `stop` is set, then drains and returns each shard's final report.
+pub fn run(
+    tuning: &NodeTuning,
+    stop: &Arc<AtomicBool>,
+    options: &NodeOptions,
+) -> Result<Vec<ShardReport>, NodeError> {
+    if tuning.cluster.shards.count != 1 {
+        return Err(NodeError::Unsupported(
+            "more than one shard per node (cluster.shards.count > 1)",
+        ));
+    }
+    let shard_id = 0u32;
+    let dir = shard_dir(tuning, shard_id);
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        NodeError::Config(format!(
+            "cannot create data directory {}: {e}",
+            dir.display()
+        ))
+    })?;
+    let log_config = LogConfig {
+        segment_bytes: tuning.host.storage.segment_bytes as usize,
+        payload_bytes_max: tuning.cluster.replication.frame_bytes_max as usize / 2,
+        ..LogConfig::default()
+    };
+    let log = Log::open(dir.join("log"), log_config)?;
+    let (hard_state_file, hs) = HardStateFile::open(dir.join("hard_state"))?;
+    let first = log.first_index();
+    let recovered = RecoveredState {
+        hard_state: HardState {
+            term: hs.term,
+            vote: hs.voted_for,
+            commit: hs.commit,
+        },
+        first_index_prev: first - 1,
+        first_term_prev: log.term_of(first - 1)?,
+        entries: log
+            .iter_meta()
+            .map(|m| EntryMeta {
+                term: m.term,
+                len: m.payload_len,
+            })
+            .collect(),
+    };
+    info!(
+        node = tuning.host.node_id,
+        first_index = first,
+        last_index = log.last_index(),
+        term = hs.term,
+        "log recovered"
+    );
+    let seed = options.seed.unwrap_or_else(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        nanos ^ tuning.host.node_id.rotate_left(32)
+    });
+    let replica = Replica::new(core_config(tuning, shard_id)?, recovered, seed)
+        .map_err(|e| NodeError::Config(format!("raft settings: {e}")))?;
+
+    let a = &tuning.host.applier;
+    let doorbell = Doorbell::new();
+    let (shard_link, applier_link) = applier::link(
+        a.commit_ring_entries as usize,
+        a.result_ring_entries as usize,
+        Some(Arc::clone(&doorbell)),
+    );
+    let kv = SharedKv::new();
+    let applier = Applier::new(
+        ApplierConfig {
+            idle: tuning.host.idle,
+            park_timeout: Duration::from_millis(a.park_timeout_ms),
+            batch_entries_max: a.batch_entries_max as usize,
+            core: Some(tuning.host.cores.applier),
+        },
+        doorbell,
+        vec![ShardApplier::new(
+            shard_id as usize,
+            applier_link,
+            kv.clone(),
+            LogSource::new(log.reader()),
+        )],
+    );
+    let applier = applier
+        .spawn()
+        .map_err(|e| NodeError::Thread("applier", e.to_string()))?;
+
+    let member = tuning.member();
+    let transport = Transport::bind_with_clients(
+        transport_config(tuning),
+        member.peer_addr,
+        member.client_addr,
+    )?;
+    let settings = ShardSettings {
+        shard: shard_id,
+        node_id: tuning.host.node_id,
+        tick: Duration::from_millis(tuning.cluster.raft.tick_interval_ms.max(1)),
+        idle: tuning.host.idle,
+        fsync: tuning.cluster.durability.fsync,
+        client_queue_depth: tuning.host.client.queue_depth as usize,
+        frame_records_bytes_max: tuning.cluster.replication.frame_bytes_max as usize / 2,
+        drain_timeout: options.drain_timeout,
+    };
+    let core = tuning.host.cores.shards[shard_id as usize];
+    let shard = Shard::new(
+        settings,
+        replica,
+        log,
+        hard_state_file,
+        shard_link,
+        kv,
+        transport,
+    );
+    let stop_shard = Arc::clone(stop);
+    let handle = std::thread::Builder::new()
+        .name(format!("shard-{shard_id}"))
+        .spawn(move || {
+            if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                tracing::warn!(core, "could not pin the shard thread");
+            }
+            shard.run(&stop_shard)
+        })
+        .map_err(|e| NodeError::Thread("shard", e.to_string()))?;
+    let shard_result = handle
+        .join()
+        .map_err(|_| NodeError::Thread("shard", "panicked".into()))?;
+    let machines = applier.stop()?;
+    let mut report = shard_result?;
+    // The applier has stopped after applying everything published: report its final state.
+    if let Some(kv) = machines.first() {
+        let store = kv.lock();
+        use crate::applier::StateMachine;
+        report.applied = store.applied_index();
+        report.state_hash = store.state_hash();
+    }
+    Ok(vec![report])
+}

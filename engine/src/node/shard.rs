@@ -1,0 +1,848 @@
+//! The shard thread: one Raft group driven on one io_uring that carries the peer
+//! sockets, the client sockets and the log's fdatasync.
+//!
+//! One turn of the loop: turn wall time into ticks, poll the transport (frames are
+//! validated, stepped into the core, and the core's log actions executed at once, while
+//! the frame's bytes are still in the receive buffer, so a follower appends the records
+//! it received verbatim), start a group-commit sync if the core asked for one, send what
+//! the core emitted (AppendEntries take their records straight from the mapped log),
+//! publish the commit index to the applier, and answer clients whose entries were
+//! applied.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use net::wire::{ArchivedClientMessage, ClientMessage, ClientStatus};
+use net::{ConnId, Dest, Event, Idle, Origin, SendError, Transport};
+use quanta::Instant;
+use storage::{HardStateFile, Log, PendingSync, RecordRun};
+use tracing::{debug, info, warn};
+
+use super::convert::{from_wire, to_wire};
+use super::machine::SharedKv;
+use super::status::{shard_status, ShardReport};
+use super::NodeError;
+use crate::applier::ShardLink;
+use crate::raft::{Action, Message, MessageBody, ProposeError, Replica, Role};
+use crate::tuning::IdleStrategy;
+
+/// Token namespace of the log's fdatasync operations on the ring.
+const SYNC_TOKEN_BASE: u64 = 1 << 40;
+/// While replies wait for the applier, the shard re-checks the applied watermark this
+/// often instead of sleeping a whole tick.
+const APPLY_POLL: Duration = Duration::from_micros(50);
+
+/// Settings of one shard thread, derived from the tuning files.
+#[derive(Debug, Clone)]
+pub struct ShardSettings {
+    pub shard: u32,
+    pub node_id: u64,
+    pub tick: Duration,
+    pub idle: IdleStrategy,
+    pub fsync: bool,
+    /// Most client requests waiting for commit at once; more get `Busy`.
+    pub client_queue_depth: usize,
+    /// Bytes of records per AppendEntries frame (below the transport's frame limit).
+    pub frame_records_bytes_max: usize,
+    /// How long a graceful stop waits for followers to catch up.
+    pub drain_timeout: Duration,
+}
+
+/// A client request whose entries were proposed and are waiting to be applied.
+#[derive(Debug)]
+struct PendingSubmit {
+    conn: ConnId,
+    request_id: u64,
+    term: u64,
+    first_index: u64,
+    last_index: u64,
+}
+
+/// A linearizable read waiting for its ReadIndex round, then for the applier.
+#[derive(Debug)]
+struct PendingRead {
+    conn: ConnId,
+    request_id: u64,
+    key: Vec<u8>,
+    /// Set by ReadReady: the read is served once this index is applied.
+    ready_at: Option<u64>,
+}
+
+/// An fdatasync in flight on the ring.
+#[derive(Debug)]
+struct InflightSync {
+    pending: PendingSync,
+    results: Vec<Option<i32>>,
+}
+
+/// Everything the shard owns except the transport, so the transport's event callback can
+/// borrow it mutably.
+struct State {
+    settings: ShardSettings,
+    replica: Replica,
+    log: Log,
+    hard_state: HardStateFile,
+    link: ShardLink,
+    kv: SharedKv,
+    actions: Vec<Action>,
+    /// Core messages to send once the transport is free again.
+    outbox: Vec<Message>,
+    /// Client frames to send.
+    replies: Vec<(ConnId, ClientMessage)>,
+    /// Connections that sent bad input, to close.
+    to_close: Vec<(ConnId, String)>,
+    sync_wanted: bool,
+    /// With fsync off, appended entries count as persisted at the end of the turn.
+    persist_now: bool,
+    inflight_sync: Option<InflightSync>,
+    submits: VecDeque<PendingSubmit>,
+    rejected: BTreeSet<u64>,
+    reads: BTreeMap<u64, PendingRead>,
+    next_read_ctx: u64,
+    draining: bool,
+    fatal: Option<NodeError>,
+    frames_rejected: u64,
+    proposals: u64,
+}
+
+/// A running shard: the core, its log, and the node's transport.
+pub struct Shard {
+    transport: Transport,
+    state: State,
+}
+
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shard")
+            .field("shard", &self.state.settings.shard)
+            .field("role", &self.state.replica.role())
+            .finish()
+    }
+}
+
+impl Shard {
+    pub(crate) fn new(
+        settings: ShardSettings,
+        replica: Replica,
+        log: Log,
+        hard_state: HardStateFile,
+        link: ShardLink,
+        kv: SharedKv,
+        transport: Transport,
+    ) -> Self {
+        Shard {
+            transport,
+            state: State {
+                settings,
+                replica,
+                log,
+                hard_state,
+                link,
+                kv,
+                actions: Vec::with_capacity(256),
+                outbox: Vec::with_capacity(64),
+                replies: Vec::new(),
+                to_close: Vec::new(),
+                sync_wanted: false,
+                persist_now: false,
+                inflight_sync: None,
+                submits: VecDeque::new(),
+                rejected: BTreeSet::new(),
+                reads: BTreeMap::new(),
+                next_read_ctx: 1,
+                draining: false,
+                fatal: None,
+                frames_rejected: 0,
+                proposals: 0,
+            },
+        }
+    }
+
+    /// Runs until `stop` is set, then drains: no new requests, pending ones answered,
+    /// followers given (bounded) time to catch up, everything synced and applied.
+    pub fn run(mut self, stop: &AtomicBool) -> Result<ShardReport, NodeError> {
+        {
+            let s = &mut self.state;
+            s.replica.start(&mut s.actions);
+            s.execute(None, None)?;
+        }
+        let tick = self.state.settings.tick;
+        let mut next_tick = Instant::now() + tick;
+        let mut last_work = Instant::now();
+        let mut drain_deadline: Option<Instant> = None;
+        loop {
+            let now = Instant::now();
+            while now >= next_tick {
+                let s = &mut self.state;
+                s.replica.tick(&mut s.actions);
+                s.execute(None, None)?;
+                next_tick += tick;
+            }
+            if stop.load(Ordering::Acquire) && drain_deadline.is_none() {
+                info!(shard = self.state.settings.shard, "draining");
+                self.state.draining = true;
+                drain_deadline = Some(now + self.state.settings.drain_timeout);
+            }
+            if let Some(deadline) = drain_deadline {
+                if self.state.drained() || now >= deadline {
+                    if now >= deadline {
+                        warn!(shard = self.state.settings.shard, "drain timed out");
+                    }
+                    break;
+                }
+            }
+            let idle = self.idle(now, next_tick, last_work);
+            let state = &mut self.state;
+            let worked = self
+                .transport
+                .poll(idle, |event| state.on_event(event))
+                .map_err(NodeError::Transport)?;
+            if let Some(e) = self.state.fatal.take() {
+                return Err(e);
+            }
+            let progressed = self.after_poll()?;
+            if worked > 0 || progressed {
+                last_work = Instant::now();
+            }
+        }
+        self.finish()
+    }
+
+    fn idle(&self, now: Instant, next_tick: Instant, last_work: Instant) -> Idle {
+        let until_tick = next_tick.saturating_duration_since(now);
+        let waiting_apply = !self.state.submits.is_empty()
+            || self.state.reads.values().any(|r| r.ready_at.is_some())
+            || self.state.draining;
+        let wait = if waiting_apply {
+            until_tick.min(APPLY_POLL)
+        } else {
+            until_tick
+        };
+        match self.state.settings.idle {
+            IdleStrategy::Spin => Idle::Spin,
+            IdleStrategy::SpinThenWait { spin_us } => {
+                if now.duration_since(last_work) < Duration::from_micros(spin_us) {
+                    Idle::Spin
+                } else {
+                    Idle::Wait(wait)
+                }
+            }
+            IdleStrategy::Wait => Idle::Wait(wait),
+        }
+    }
+
+    /// Work between polls: start syncs, send, publish, answer. Returns whether anything
+    /// moved.
+    fn after_poll(&mut self) -> Result<bool, NodeError> {
+        let s = &mut self.state;
+        for (conn, why) in s.to_close.drain(..) {
+            warn!(shard = s.settings.shard, reason = %why, "closing connection after bad input");
+            self.transport.close(conn);
+        }
+        if s.persist_now {
+            s.persist_now = false;
+            let last = s.log.last();
+            s.replica
+                .on_persisted(last.index, last.term, &mut s.actions);
+            s.execute(None, None)?;
+        }
+        self.start_sync()?;
+        let sent = self.flush_outbox();
+        let s = &mut self.state;
+        s.link.flush();
+        let answered = s.answer_clients();
+        let s = &mut self.state;
+        for (conn, reply) in s.replies.drain(..) {
+            match self
+                .transport
+                .send(Dest::Conn(conn), s.settings.shard, &reply, &[])
+            {
+                Ok(()) => {}
+                Err(e) => debug!(error = %e, "client reply dropped"),
+            }
+        }
+        Ok(sent || answered)
+    }
+
+    fn start_sync(&mut self) -> Result<(), NodeError> {
+        let s = &mut self.state;
+        if !s.settings.fsync || !s.sync_wanted || s.inflight_sync.is_some() {
+            return Ok(());
+        }
+        s.sync_wanted = false;
+        let Some(pending) = s.log.begin_sync().map_err(NodeError::Storage)? else {
+            // Everything appended is covered by a sync that already completed.
+            let durable = s.log.durable();
+            s.replica
+                .on_persisted(durable.index, durable.term, &mut s.actions);
+            return s.execute(None, None);
+        };
+        let fds = pending.fds().to_vec();
+        for (i, fd) in fds.iter().enumerate() {
+            self.transport
+                .ring()
+                .fdatasync(*fd, SYNC_TOKEN_BASE + i as u64)
+                .map_err(|e| NodeError::Transport(e.into()))?;
+        }
+        self.state.inflight_sync = Some(InflightSync {
+            results: vec![None; fds.len()],
+            pending,
+        });
+        Ok(())
+    }
+
+    /// Sends what the core emitted. AppendEntries take their record bytes straight from
+    /// the mapping; a batch crossing a segment boundary leaves as two frames.
+    fn flush_outbox(&mut self) -> bool {
+        let s = &mut self.state;
+        let sent = !s.outbox.is_empty();
+        let shard = s.settings.shard;
+        let last_index = s.log.last_index();
+        for msg in s.outbox.drain(..) {
+            let to = msg.to;
+            let MessageBody::AppendEntries {
+                prev_index,
+                prev_term,
+                commit,
+                entries,
+            } = &msg.body
+            else {
+                let wire = to_wire(&msg, last_index);
+                if let Err(e) = self.transport.send(Dest::Peer(to), shard, &wire, &[]) {
+                    log_send_error(to, e);
+                }
+                continue;
+            };
+            if entries.is_empty() {
+                let wire = to_wire(&msg, last_index);
+                if let Err(e) = self.transport.send(Dest::Peer(to), shard, &wire, &[]) {
+                    log_send_error(to, e);
+                }
+                continue;
+            }
+            let last = prev_index + entries.len() as u64;
+            let (mut prev, mut prev_t) = (*prev_index, *prev_term);
+            while prev < last {
+                let run = match s
+                    .log
+                    .read_run(prev + 1..=last, s.settings.frame_records_bytes_max)
+                {
+                    Ok(run) => run,
+                    Err(e) => {
+                        // The core only names entries it holds; a read failure is a storage
+                        // fault. Stop sending this batch; the follower will be re-probed.
+                        warn!(error = %e, "reading records for AppendEntries failed");
+                        s.fatal.get_or_insert(NodeError::Storage(e));
+                        break;
+                    }
+                };
+                let (run_last, run_last_term) = run.last().expect("read_run returns >= 1 record");
+                let count = (run_last - prev) as usize;
+                let offset = (prev - prev_index) as usize;
+                let piece = Message {
+                    from: msg.from,
+                    to,
+                    term: msg.term,
+                    body: MessageBody::AppendEntries {
+                        prev_index: prev,
+                        prev_term: prev_t,
+                        commit: *commit,
+                        entries: entries[offset..offset + count].to_vec(),
+                    },
+                };
+                let wire = to_wire(&piece, last_index);
+                if let Err(e) = self
+                    .transport
+                    .send(Dest::Peer(to), shard, &wire, run.bytes())
+                {
+                    log_send_error(to, e);
+                    break;
+                }
+                prev = run_last;
+                prev_t = run_last_term;
+            }
+        }
+        sent
+    }
+
+    fn finish(mut self) -> Result<ShardReport, NodeError> {
+        let s = &mut self.state;
+        if s.settings.fsync {
+            s.log.sync().map_err(NodeError::Storage)?;
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !s.link.flush() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        let report = shard_status(s.settings.node_id, s.settings.shard, &s.replica, &s.kv);
+        info!(
+            shard = s.settings.shard,
+            commit = report.commit,
+            applied = report.applied,
+            "shard stopped"
+        );
+        Ok(report)
+    }
+}
+
+fn log_send_error(to: u64, e: SendError) {
+    match e {
+        SendError::NotConnected => {}
+        e => debug!(peer = to, error = %e, "peer send failed; the core will retry"),
+    }
+}
+
+impl State {
+    fn on_event(&mut self, event: Event<'_>) {
+        if self.fatal.is_some() {
+            return;
+        }
+        let result = match event {
+            Event::Frame {
+                conn,
+                from: Origin::Peer(node),
+                message: net::Message::Raft(m),
+                payload,
+                ..
+            } => self.on_peer_frame(conn, node, m, payload),
+            Event::Frame {
+                conn,
+                message: net::Message::Client(m),
+                ..
+            } => self.on_client_frame(conn, m),
+            Event::Frame { conn, .. } => {
+                self.to_close
+                    .push((conn, "raft frame from a client".into()));
+                Ok(())
+            }
+            Event::Foreign { token, result, .. } => self.on_sync_done(token, result),
+            Event::PeerUp { node, .. } => {
+                info!(shard = self.settings.shard, peer = node, "peer connected");
+                Ok(())
+            }
+            Event::PeerDown { node, .. } => {
+                info!(
+                    shard = self.settings.shard,
+                    peer = node,
+                    "peer disconnected"
+                );
+                Ok(())
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            self.fatal = Some(e);
+        }
+    }
+
+    fn on_peer_frame(
+        &mut self,
+        conn: ConnId,
+        node: u64,
+        m: &net::wire::ArchivedRaftMessage,
+        payload: &[u8],
+    ) -> Result<(), NodeError> {
+        let (msg, run) = match from_wire(m, payload) {
+            Ok(x) => x,
+            Err(e) => {
+                self.frames_rejected += 1;
+                self.to_close.push((conn, format!("peer {node}: {e}")));
+                return Ok(());
+            }
+        };
+        if msg.from != node {
+            self.frames_rejected += 1;
+            self.to_close.push((
+                conn,
+                format!(
+                    "peer {node} sent a message claiming to be from {}",
+                    msg.from
+                ),
+            ));
+            return Ok(());
+        }
+        if let Err(e) = self.replica.step(&msg, &mut self.actions) {
+            debug!(shard = self.settings.shard, peer = node, reason = %e, "message ignored");
+        }
+        self.execute(run.as_ref(), None)
+    }
+
+    fn on_client_frame(
+        &mut self,
+        conn: ConnId,
+        m: &ArchivedClientMessage,
+    ) -> Result<(), NodeError> {
+        match m {
+            ArchivedClientMessage::Submit {
+                request_id,
+                payloads,
+            } => self.on_submit(conn, request_id.to_native(), payloads),
+            ArchivedClientMessage::Read { request_id, key } => {
+                self.on_read(conn, request_id.to_native(), key.as_slice());
+                Ok(())
+            }
+            ArchivedClientMessage::Status { request_id } => {
+                let report = shard_status(
+                    self.settings.node_id,
+                    self.settings.shard,
+                    &self.replica,
+                    &self.kv,
+                );
+                self.replies.push((
+                    conn,
+                    ClientMessage::StatusReply {
+                        request_id: request_id.to_native(),
+                        status: report.to_wire(),
+                    },
+                ));
+                Ok(())
+            }
+            ArchivedClientMessage::TransferLeader { request_id, to } => {
+                let result = self
+                    .replica
+                    .transfer_leader(to.to_native(), &mut self.actions);
+                let (status, detail) = match result {
+                    Ok(()) => (ClientStatus::Ok, String::new()),
+                    Err(crate::raft::AdminError::NotLeader { .. }) => {
+                        (ClientStatus::NotLeader, String::new())
+                    }
+                    Err(e) => (ClientStatus::Rejected, e.to_string()),
+                };
+                self.replies.push((
+                    conn,
+                    ClientMessage::AdminReply {
+                        request_id: request_id.to_native(),
+                        status,
+                        leader_hint: self.replica.leader(),
+                        detail,
+                    },
+                ));
+                self.execute(None, None)
+            }
+            _ => {
+                self.to_close
+                    .push((conn, "client sent a reply-kind message".into()));
+                Ok(())
+            }
+        }
+    }
+
+    fn reply(&mut self, conn: ConnId, request_id: u64, status: ClientStatus, index: u64) {
+        self.replies.push((
+            conn,
+            ClientMessage::Reply {
+                request_id,
+                status,
+                leader_hint: self.replica.leader(),
+                index,
+            },
+        ));
+    }
+
+    fn on_submit(
+        &mut self,
+        conn: ConnId,
+        request_id: u64,
+        payloads: &rkyv::vec::ArchivedVec<rkyv::vec::ArchivedVec<u8>>,
+    ) -> Result<(), NodeError> {
+        if self.draining || self.submits.len() >= self.settings.client_queue_depth {
+            self.reply(conn, request_id, ClientStatus::Busy, 0);
+            return Ok(());
+        }
+        let slices: Vec<&[u8]> = payloads.iter().map(|p| p.as_slice()).collect();
+        let mut lens = Vec::with_capacity(slices.len());
+        for p in &slices {
+            match u32::try_from(p.len()) {
+                Ok(len) => lens.push(len),
+                Err(_) => {
+                    self.reply(conn, request_id, ClientStatus::Rejected, 0);
+                    return Ok(());
+                }
+            }
+        }
+        match self.replica.propose(&lens, &mut self.actions) {
+            Ok((term, first_index)) => {
+                self.proposals += 1;
+                self.submits.push_back(PendingSubmit {
+                    conn,
+                    request_id,
+                    term,
+                    first_index,
+                    last_index: first_index + lens.len() as u64 - 1,
+                });
+                self.execute(None, Some(&slices))
+            }
+            Err(ProposeError::NotLeader { .. }) => {
+                self.reply(conn, request_id, ClientStatus::NotLeader, 0);
+                Ok(())
+            }
+            Err(ProposeError::Backpressure | ProposeError::TransferInProgress) => {
+                self.reply(conn, request_id, ClientStatus::Busy, 0);
+                Ok(())
+            }
+            Err(ProposeError::Empty) => {
+                self.reply(conn, request_id, ClientStatus::Rejected, 0);
+                Ok(())
+            }
+        }
+    }
+
+    fn on_read(&mut self, conn: ConnId, request_id: u64, key: &[u8]) {
+        let status = if self.draining {
+            Some(ClientStatus::Busy)
+        } else {
+            let ctx = self.next_read_ctx;
+            self.next_read_ctx += 1;
+            match self.replica.read_index(ctx, &mut self.actions) {
+                Ok(()) => {
+                    self.reads.insert(
+                        ctx,
+                        PendingRead {
+                            conn,
+                            request_id,
+                            key: key.to_vec(),
+                            ready_at: None,
+                        },
+                    );
+                    None
+                }
+                Err(_) => Some(ClientStatus::NotLeader),
+            }
+        };
+        if let Some(status) = status {
+            self.read_reply(conn, request_id, status, None);
+        }
+        // Read rounds only emit messages and ReadReady/ReadFailed; no log payload needed.
+        if let Err(e) = self.execute(None, None) {
+            self.fatal = Some(e);
+        }
+    }
+
+    fn read_reply(
+        &mut self,
+        conn: ConnId,
+        request_id: u64,
+        status: ClientStatus,
+        value: Option<Vec<u8>>,
+    ) {
+        self.replies.push((
+            conn,
+            ClientMessage::ReadReply {
+                request_id,
+                status,
+                leader_hint: self.replica.leader(),
+                value,
+            },
+        ));
+    }
+
+    fn on_sync_done(&mut self, token: u64, result: i32) -> Result<(), NodeError> {
+        let slot = token
+            .checked_sub(SYNC_TOKEN_BASE)
+            .expect("only syncs are foreign operations") as usize;
+        let inflight = self.inflight_sync.as_mut().expect("a sync is in flight");
+        assert!(
+            inflight.results[slot].is_none(),
+            "sync slot {slot} completed twice"
+        );
+        inflight.results[slot] = Some(result);
+        if inflight.results.iter().any(Option::is_none) {
+            return Ok(());
+        }
+        let InflightSync { pending, results } = self.inflight_sync.take().expect("checked");
+        let results: Vec<i32> = results.into_iter().map(|r| r.expect("all set")).collect();
+        let durable = self
+            .log
+            .complete_sync(pending, &results)
+            .map_err(NodeError::Storage)?;
+        self.replica
+            .on_persisted(durable.index, durable.term, &mut self.actions);
+        self.execute(None, None)
+    }
+
+    /// Executes the core's actions in order. `run` is the record run of the AppendEntries
+    /// just stepped; `proposal` the payloads of the proposal just accepted.
+    fn execute(
+        &mut self,
+        run: Option<&RecordRun<'_>>,
+        proposal: Option<&[&[u8]]>,
+    ) -> Result<(), NodeError> {
+        let mut actions = std::mem::take(&mut self.actions);
+        let result = self.execute_all(&mut actions, run, proposal);
+        actions.clear();
+        self.actions = actions;
+        result
+    }
+
+    fn execute_all(
+        &mut self,
+        actions: &mut Vec<Action>,
+        run: Option<&RecordRun<'_>>,
+        proposal: Option<&[&[u8]]>,
+    ) -> Result<(), NodeError> {
+        for action in actions.drain(..) {
+            match action {
+                Action::PersistHardState(hs) => {
+                    self.hard_state
+                        .save(storage::HardState {
+                            term: hs.term,
+                            voted_for: hs.vote,
+                            commit: hs.commit,
+                        })
+                        .map_err(NodeError::Storage)?;
+                }
+                Action::AppendProposal {
+                    term,
+                    first_index,
+                    count,
+                } => {
+                    let empty: [&[u8]; 1] = [&[]];
+                    let payloads = match proposal {
+                        Some(p) => {
+                            assert_eq!(p.len() as u64, count, "proposal size");
+                            p
+                        }
+                        None => {
+                            // The only proposal the core makes by itself is the no-op.
+                            assert_eq!(count, 1, "unexpected core-made proposal");
+                            &empty[..]
+                        }
+                    };
+                    self.log
+                        .append_entries(term, first_index, payloads.iter().copied())
+                        .map_err(NodeError::Storage)?;
+                }
+                Action::Truncate { index } => {
+                    self.log.truncate_after(index).map_err(NodeError::Storage)?;
+                }
+                Action::Append {
+                    first_index,
+                    last_index,
+                } => {
+                    let run = run.expect("Append follows an AppendEntries");
+                    let sub = suffix(run, first_index)?;
+                    assert_eq!(sub.last().map(|(i, _)| i), Some(last_index));
+                    self.log.append_run(&sub).map_err(NodeError::Storage)?;
+                }
+                Action::Sync => {
+                    if self.settings.fsync {
+                        self.sync_wanted = true;
+                    } else {
+                        self.persist_now = true;
+                    }
+                }
+                Action::Send(m) => self.outbox.push(m),
+                Action::Apply { last, .. } => {
+                    self.log.publish_readable(last);
+                    self.link.publish_commit(last);
+                }
+                Action::ReadReady { ctx, index } => {
+                    if let Some(read) = self.reads.get_mut(&ctx) {
+                        read.ready_at = Some(index);
+                    }
+                }
+                Action::ReadFailed { ctx, .. } => {
+                    if let Some(read) = self.reads.remove(&ctx) {
+                        self.read_reply(read.conn, read.request_id, ClientStatus::NotLeader, None);
+                    }
+                }
+                Action::RoleChanged { role, term, leader } => {
+                    info!(shard = self.settings.shard, %role, term, ?leader, "role changed");
+                    if role == Role::Leader {
+                        self.link.became_leader(term);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers submits and reads whose entries the applier has reached.
+    fn answer_clients(&mut self) -> bool {
+        while let Some(applied) = self.link.pop_result() {
+            if matches!(applied.result, crate::applier::ApplyResult::Rejected(_)) {
+                self.rejected.insert(applied.index);
+            }
+        }
+        let applied = self.link.applied_index();
+        let mut answered = false;
+        while self
+            .submits
+            .front()
+            .is_some_and(|p| p.last_index <= applied)
+        {
+            let p = self.submits.pop_front().expect("front exists");
+            let kept = self.replica.term_at(p.last_index) == Some(p.term);
+            let rejected = self
+                .rejected
+                .range(p.first_index..=p.last_index)
+                .next()
+                .is_some();
+            let status = match (kept, rejected) {
+                (false, _) => ClientStatus::NotLeader,
+                (true, true) => ClientStatus::Rejected,
+                (true, false) => ClientStatus::Ok,
+            };
+            self.reply(p.conn, p.request_id, status, p.last_index);
+            answered = true;
+        }
+        if let Some(front) = self.submits.front() {
+            let keep_from = front.first_index;
+            self.rejected = self.rejected.split_off(&keep_from);
+        } else {
+            self.rejected.clear();
+        }
+        let ready: Vec<u64> = self
+            .reads
+            .iter()
+            .filter(|(_, r)| r.ready_at.is_some_and(|i| i <= applied))
+            .map(|(&ctx, _)| ctx)
+            .collect();
+        for ctx in ready {
+            let read = self.reads.remove(&ctx).expect("listed above");
+            let value = self.kv.lock().get(&read.key).map(<[u8]>::to_vec);
+            self.read_reply(read.conn, read.request_id, ClientStatus::Ok, value);
+            answered = true;
+        }
+        answered
+    }
+
+    /// A graceful stop is complete when every accepted request was answered, the applier
+    /// has applied the commit index, and (on a leader) every follower holds it.
+    fn drained(&self) -> bool {
+        if !self.submits.is_empty() || !self.reads.is_empty() || self.inflight_sync.is_some() {
+            return false;
+        }
+        let commit = self.replica.commit();
+        if self.link.applied_index() < commit {
+            return false;
+        }
+        if self.replica.role() == Role::Leader {
+            return self
+                .replica
+                .status()
+                .progress
+                .iter()
+                .all(|p| p.match_index >= commit);
+        }
+        true
+    }
+}
+
+/// The part of `run` from `first_index` on (the prefix was already in the log).
+fn suffix<'a>(run: &RecordRun<'a>, first_index: u64) -> Result<RecordRun<'a>, NodeError> {
+    let (run_first, _) = run.first().expect("Append names records of the run");
+    if first_index == run_first {
+        return Ok(*run);
+    }
+    let mut offset = 0usize;
+    for e in run.iter() {
+        if e.index == first_index {
+            break;
+        }
+        offset += storage::record_len(e.payload.len());
+    }
+    // Re-validation of the tail is cheap next to the rare overlap that needs it.
+    RecordRun::validate(&run.bytes()[offset..]).map_err(|e| NodeError::Corrupt(e.to_string()))
+}

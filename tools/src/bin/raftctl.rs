@@ -1,0 +1,191 @@
+//! raftctl: administer a cluster and inspect its files.
+//!
+//! ```text
+//! raftctl check-tuning FILE...                    validate tuning files as raftd does
+//! raftctl status --local FILE                     per node: role, term, commit, applied, lag
+//! raftctl transfer-leader --local FILE --to N     move leadership of shard 0 to node N
+//! raftctl inspect-log DIR                         verify a log's checksums, print ranges
+//! ```
+//!
+//! `status` and `transfer-leader` take the cluster's addresses from a cluster file
+//! (`--cluster`) or a local-cluster file (`--local`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use engine::client::Client;
+use engine::tuning::{self, ClusterConfig, TuningSet};
+use net::PeerConfig;
+
+#[derive(Debug, Parser)]
+#[command(name = "raftctl", about = "Administer a Raft replication cluster")]
+struct Args {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, clap::Args)]
+struct Target {
+    /// A cluster file or a local-cluster file naming the members.
+    #[arg(long = "tuning", alias = "cluster", alias = "local")]
+    tuning: PathBuf,
+    /// How long to wait for answers, in milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    timeout_ms: u64,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Validate tuning files (cluster, host or local-cluster) as raftd does at start.
+    CheckTuning {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Per node: role, term, commit, applied, and (leader) each follower's match and lag.
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// Print one JSON object per node instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the current leader to hand leadership to node `to`.
+    TransferLeader {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        to: u64,
+    },
+    /// Verify every record's checksum in a log directory and print its index/term ranges.
+    InspectLog { dir: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = match args.command {
+        Cmd::CheckTuning { files } => check_tuning(&files),
+        Cmd::Status { target, json } => status(&target, json),
+        Cmd::TransferLeader { target, to } => transfer(&target, to),
+        Cmd::InspectLog { dir } => inspect(&dir),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("raftctl: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn check_tuning(files: &[PathBuf]) -> Result<(), String> {
+    let set: TuningSet = tuning::validate_files(files).map_err(|e| e.to_string())?;
+    println!(
+        "ok: cluster {} with {} members, {} shard(s); {} host file(s) valid",
+        set.cluster.cluster_id,
+        set.cluster.members.len(),
+        set.cluster.shards.count,
+        set.hosts.len()
+    );
+    Ok(())
+}
+
+fn load_cluster(path: &PathBuf) -> Result<ClusterConfig, String> {
+    let set = tuning::validate_files_with(&[path], None).map_err(|e| e.to_string())?;
+    Ok(set.cluster)
+}
+
+fn connect(target: &Target) -> Result<(Client, Vec<u64>), String> {
+    let cluster = load_cluster(&target.tuning)?;
+    let members: Vec<PeerConfig> = cluster
+        .members
+        .iter()
+        .map(|m| PeerConfig {
+            node_id: m.node_id,
+            addr: m.client_addr,
+        })
+        .collect();
+    let ids = members.iter().map(|m| m.node_id).collect();
+    let client_id = u64::from(std::process::id()) | 1 << 40;
+    let mut client = Client::connect(
+        cluster.cluster_id,
+        client_id,
+        &members,
+        cluster.cluster_key(),
+        cluster.replication.frame_bytes_max as usize,
+    )
+    .map_err(|e| e.to_string())?;
+    client
+        .wait_connected(Duration::from_millis(target.timeout_ms))
+        .map_err(|e| e.to_string())?;
+    Ok((client, ids))
+}
+
+fn status(target: &Target, json: bool) -> Result<(), String> {
+    let (mut client, ids) = connect(target)?;
+    let timeout = Duration::from_millis(target.timeout_ms);
+    if !json {
+        println!(
+            "{:>5} {:>13} {:>6} {:>7} {:>10} {:>10} {:>10} {:>18}  followers (match/lag)",
+            "node", "role", "term", "leader", "commit", "applied", "last", "state hash"
+        );
+    }
+    let mut failures = 0;
+    for id in ids {
+        match client.status(id, timeout) {
+            Ok(r) if json => println!("{}", serde_json::to_string(&r).map_err(|e| e.to_string())?),
+            Ok(r) => {
+                let followers: Vec<String> = r
+                    .followers
+                    .iter()
+                    .map(|&(f, m)| format!("{f}:{m}/{}", r.commit.saturating_sub(m)))
+                    .collect();
+                println!(
+                    "{:>5} {:>13} {:>6} {:>7} {:>10} {:>10} {:>10} {:>18x}  {}",
+                    r.node_id,
+                    r.role,
+                    r.term,
+                    r.leader.map_or("-".into(), |l| l.to_string()),
+                    r.commit,
+                    r.applied,
+                    r.last_index,
+                    r.state_hash,
+                    followers.join(" ")
+                );
+            }
+            Err(e) => {
+                failures += 1;
+                println!("{id:>5} unreachable: {e}");
+            }
+        }
+    }
+    if failures > 0 {
+        return Err(format!("{failures} node(s) did not answer"));
+    }
+    Ok(())
+}
+
+fn transfer(target: &Target, to: u64) -> Result<(), String> {
+    let (mut client, ids) = connect(target)?;
+    if !ids.contains(&to) {
+        return Err(format!("node {to} is not a member"));
+    }
+    let timeout = Duration::from_millis(target.timeout_ms);
+    let leader = ids
+        .iter()
+        .copied()
+        .find(|&id| client.status(id, timeout).is_ok_and(|r| r.is_leader()))
+        .ok_or("no node reports itself leader")?;
+    client
+        .transfer_leader(leader, to, timeout)
+        .map_err(|e| e.to_string())?;
+    println!("leader {leader} is handing shard 0 to node {to}");
+    Ok(())
+}
+
+fn inspect(dir: &PathBuf) -> Result<(), String> {
+    let report = storage::inspect(dir).map_err(|e| e.to_string())?;
+    println!("{report}");
+    Ok(())
+}

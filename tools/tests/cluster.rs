@@ -1,0 +1,212 @@
+//! A 3-node cluster of real raftd processes on loopback: election, replication, a
+//! follower restart, convergence, the preferred leader, leadership transfer, fixed-leader
+//! mode, graceful drain, and a bad tuning file.
+//!
+//! Every test bounds its time, uses kernel-chosen loopback ports and a temporary data
+//! directory, and stops its processes (the launcher kills them on drop).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use engine::kv::Command as KvCommand;
+use engine::tuning::LOCAL_TOML;
+use tools::launcher::Cluster;
+
+const RAFTD: &str = env!("CARGO_BIN_EXE_raftd");
+const STEP: Duration = Duration::from_secs(20);
+
+fn put(i: u64) -> Vec<u8> {
+    KvCommand::Put {
+        key: format!("key-{i}").as_bytes(),
+        value: format!("value-{i}").as_bytes(),
+    }
+    .to_bytes()
+}
+
+/// Local tuning with `replace` applied to the embedded file's text.
+fn tuning_with(replace: &[(&str, &str)]) -> String {
+    let mut text = LOCAL_TOML.to_owned();
+    for (from, to) in replace {
+        assert!(text.contains(from), "tuning text has no {from:?}");
+        text = text.replace(from, to);
+    }
+    text
+}
+
+/// Waits until every running node has applied `index` with the same state hash.
+fn wait_converged(cluster: &mut Cluster, index: u64, timeout: Duration) -> Vec<(u64, u64, u64)> {
+    let mut client = cluster.client(900).expect("client");
+    client
+        .wait_connected(Duration::from_secs(5))
+        .expect("connect");
+    let deadline = Instant::now() + timeout;
+    loop {
+        cluster.check_alive().expect("nodes alive");
+        let mut seen = Vec::new();
+        for id in cluster.running() {
+            if let Ok(r) = client.status(id, Duration::from_secs(1)) {
+                seen.push((id, r.applied, r.state_hash));
+            }
+        }
+        let all = seen.len() == cluster.running().len();
+        let caught_up = seen.iter().all(|&(_, applied, _)| applied >= index);
+        let same = seen
+            .windows(2)
+            .all(|w| w[0].1 == w[1].1 && w[0].2 == w[1].2);
+        if all && caught_up && same {
+            return seen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no convergence at {index} within {timeout:?}: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn three_nodes_elect_replicate_survive_a_follower_restart_and_converge() {
+    let mut cluster = Cluster::start(Path::new(RAFTD), LOCAL_TOML).expect("start cluster");
+    let mut client = cluster.client(1).expect("client");
+    assert_eq!(client.wait_connected(STEP).expect("connect"), 3);
+    let leader = cluster.wait_leader(&mut client, STEP).expect("leader");
+    // The embedded file prefers node 1 for shard 0.
+    assert_eq!(leader, 1, "the preferred leader wins the first election");
+
+    let mut last = 0;
+    for i in 0..200 {
+        last = client.submit(vec![put(i)], STEP).expect("submit");
+    }
+    assert_eq!(
+        client.get(b"key-199", STEP).expect("read"),
+        Some(b"value-199".to_vec())
+    );
+    wait_converged(&mut cluster, last, STEP);
+
+    // A follower goes down hard, misses writes, and catches up after its restart.
+    let follower = cluster
+        .node_ids()
+        .into_iter()
+        .find(|&n| n != leader)
+        .expect("follower");
+    cluster.kill(follower).expect("kill");
+    for i in 200..400 {
+        last = client
+            .submit(vec![put(i)], STEP)
+            .expect("submit with a follower down");
+    }
+    cluster.restart(follower).expect("restart");
+    let converged = wait_converged(&mut cluster, last, STEP);
+    assert_eq!(converged.len(), 3, "{converged:?}");
+
+    let exits = cluster.stop_all(STEP).expect("stop");
+    for exit in &exits {
+        assert!(exit.success, "node {} did not drain cleanly", exit.node);
+        let report = exit.reports.first().expect("final report");
+        assert!(
+            report.applied >= last,
+            "node {} applied {} < {last}",
+            exit.node,
+            report.applied
+        );
+    }
+    let hashes: Vec<u64> = exits.iter().map(|e| e.reports[0].state_hash).collect();
+    assert!(hashes.windows(2).all(|w| w[0] == w[1]), "{hashes:?}");
+}
+
+#[test]
+fn leadership_moves_on_request() {
+    // Without a preferred leader, a transferred leadership stays where it was sent.
+    let text = tuning_with(&[("preferred_leaders = [1]", "preferred_leaders = []")]);
+    let mut cluster = Cluster::start(Path::new(RAFTD), &text).expect("start cluster");
+    let mut client = cluster.client(2).expect("client");
+    client.wait_connected(STEP).expect("connect");
+    let leader = cluster.wait_leader(&mut client, STEP).expect("leader");
+    client.submit(vec![put(1)], STEP).expect("submit");
+    let target = cluster
+        .node_ids()
+        .into_iter()
+        .find(|&n| n != leader)
+        .expect("other");
+    let deadline = Instant::now() + STEP;
+    loop {
+        let _ = client.transfer_leader(leader, target, Duration::from_secs(2));
+        std::thread::sleep(Duration::from_millis(200));
+        if let Ok(r) = client.status(target, Duration::from_secs(1)) {
+            if r.is_leader() {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "leadership did not move to {target}"
+        );
+    }
+    client.set_leader(Some(target));
+    let index = client
+        .submit(vec![put(2)], STEP)
+        .expect("submit to new leader");
+    wait_converged(&mut cluster, index, STEP);
+}
+
+#[test]
+fn a_fixed_leader_cluster_never_elects() {
+    let text = tuning_with(&[("# fixed_leader = 1", "fixed_leader = 2")]);
+    let mut cluster = Cluster::start(Path::new(RAFTD), &text).expect("start cluster");
+    let mut client = cluster.client(3).expect("client");
+    client.wait_connected(STEP).expect("connect");
+    let leader = cluster.wait_leader(&mut client, STEP).expect("leader");
+    assert_eq!(leader, 2);
+    let mut last = 0;
+    for i in 0..50 {
+        last = client.submit(vec![put(i)], STEP).expect("submit");
+    }
+    wait_converged(&mut cluster, last, STEP);
+    for id in cluster.node_ids() {
+        let r = client.status(id, STEP).expect("status");
+        assert_eq!(r.term, 1, "node {id} saw an election: {r:?}");
+        assert_eq!(r.leader, Some(2), "node {id}");
+    }
+}
+
+#[test]
+fn a_bad_tuning_file_is_refused_with_file_key_and_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        tuning_with(&[(
+            "election_timeout_ms_min = 300",
+            "election_timeout_ms_min = 900",
+        )]),
+    )
+    .expect("write");
+    let out = Command::new(RAFTD)
+        .args(["--local", path.to_str().expect("utf-8 path"), "--node", "1"])
+        .output()
+        .expect("run raftd");
+    assert_eq!(out.status.code(), Some(2), "raftd must refuse to start");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.toml"), "names the file: {stderr}");
+    assert!(
+        stderr.contains("election_timeout_ms"),
+        "names the key: {stderr}"
+    );
+
+    std::fs::write(
+        &path,
+        tuning_with(&[("[cluster.raft]", "[cluster.raft]\nsurprise = 1")]),
+    )
+    .expect("write");
+    let out = Command::new(RAFTD)
+        .args(["--local", path.to_str().expect("utf-8 path"), "--node", "1"])
+        .output()
+        .expect("run raftd");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("surprise"),
+        "names the unknown key: {stderr}"
+    );
+}
