@@ -306,6 +306,10 @@ pub struct ShardStatus {
     pub state_hash: u64,
     /// Leader only: each follower's match index.
     pub followers: Vec<FollowerStatus>,
+    /// AppendEntries messages carrying entries sent by this node (for batching figures).
+    pub append_msgs_sent: u64,
+    /// Entries carried by those messages.
+    pub append_entries_sent: u64,
 }
 
 /// A follower's replication progress as its leader sees it.

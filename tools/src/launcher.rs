@@ -52,6 +52,8 @@ struct Node {
 #[derive(Debug)]
 pub struct Cluster {
     raftd: PathBuf,
+    /// Arguments before raftd's own (e.g. `raftd` when raftbench runs nodes itself).
+    prefix: Vec<String>,
     tuning_path: PathBuf,
     ports: Vec<u16>,
     data: tempfile::TempDir,
@@ -82,6 +84,15 @@ impl Cluster {
     /// Writes `tuning_text` (a local-cluster file) with fresh ports and a temporary data
     /// root, and starts every node with `raftd`.
     pub fn start(raftd: &Path, tuning_text: &str) -> Result<Cluster, LaunchError> {
+        Self::start_with(raftd, &[], tuning_text)
+    }
+
+    /// As [`Cluster::start`], running `program prefix.. <raftd arguments>` for each node.
+    pub fn start_with(
+        program: &Path,
+        prefix: &[&str],
+        tuning_text: &str,
+    ) -> Result<Cluster, LaunchError> {
         let parsed = LocalTuning::parse("local cluster", tuning_text, None)
             .map_err(|e| LaunchError::Tuning(e.to_string()))?;
         let n = parsed.cluster.members.len();
@@ -95,7 +106,8 @@ impl Cluster {
         let tuning_path = data.path().join("local.toml");
         std::fs::write(&tuning_path, tuning_text)?;
         let mut cluster = Cluster {
-            raftd: raftd.to_path_buf(),
+            raftd: program.to_path_buf(),
+            prefix: prefix.iter().map(|p| (*p).to_owned()).collect(),
             tuning_path,
             ports: ports.clone(),
             data,
@@ -131,6 +143,7 @@ impl Cluster {
     fn spawn(&mut self, id: u64) -> Result<(), LaunchError> {
         let ports: Vec<String> = self.ports.iter().map(u16::to_string).collect();
         let raftd = self.raftd.clone();
+        let prefix = self.prefix.clone();
         let tuning_path = self.tuning_path.clone();
         let data_root = self.data.path().to_path_buf();
         let node = self.node_mut(id)?;
@@ -139,6 +152,7 @@ impl Cluster {
             .append(true)
             .open(&node.log_path)?;
         let child = Command::new(raftd)
+            .args(prefix)
             .arg("--local")
             .arg(tuning_path)
             .arg("--node")

@@ -1,2 +1,4 @@
 //! Shared code for the binaries.
 pub mod launcher;
+pub mod load;
+pub mod raftd;

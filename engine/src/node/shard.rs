@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 
 use super::convert::{from_wire, to_wire};
 use super::machine::SharedKv;
-use super::status::{shard_status, ShardReport};
+use super::status::{shard_status, SendCounters, ShardReport};
 use super::NodeError;
 use crate::applier::ShardLink;
 use crate::raft::{Action, Message, MessageBody, ProposeError, Replica, Role};
@@ -104,6 +104,7 @@ struct State {
     fatal: Option<NodeError>,
     frames_rejected: u64,
     proposals: u64,
+    sent: SendCounters,
 }
 
 /// A running shard: the core, its log, and the node's transport.
@@ -155,6 +156,7 @@ impl Shard {
                 fatal: None,
                 frames_rejected: 0,
                 proposals: 0,
+                sent: SendCounters::default(),
             },
         }
     }
@@ -359,6 +361,8 @@ impl Shard {
                     log_send_error(to, e);
                     break;
                 }
+                s.sent.append_msgs += 1;
+                s.sent.append_entries += count as u64;
                 prev = run_last;
                 prev_t = run_last_term;
             }
@@ -375,7 +379,13 @@ impl Shard {
         while !s.link.flush() && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_micros(100));
         }
-        let report = shard_status(s.settings.node_id, s.settings.shard, &s.replica, &s.kv);
+        let report = shard_status(
+            s.settings.node_id,
+            s.settings.shard,
+            &s.replica,
+            &s.kv,
+            s.sent,
+        );
         info!(
             shard = s.settings.shard,
             commit = report.commit,
@@ -488,6 +498,7 @@ impl State {
                     self.settings.shard,
                     &self.replica,
                     &self.kv,
+                    self.sent,
                 );
                 self.replies.push((
                     conn,

@@ -23,6 +23,9 @@ pub struct ShardReport {
     pub state_hash: u64,
     /// Leader only: each follower's match index.
     pub followers: Vec<(u64, u64)>,
+    /// AppendEntries messages with entries this node sent, and the entries they carried.
+    pub append_msgs_sent: u64,
+    pub append_entries_sent: u64,
 }
 
 impl ShardReport {
@@ -46,6 +49,8 @@ impl ShardReport {
                     match_index,
                 })
                 .collect(),
+            append_msgs_sent: self.append_msgs_sent,
+            append_entries_sent: self.append_entries_sent,
         }
     }
 
@@ -66,6 +71,8 @@ impl ShardReport {
                 .iter()
                 .map(|f| (f.node_id, f.match_index))
                 .collect(),
+            append_msgs_sent: s.append_msgs_sent,
+            append_entries_sent: s.append_entries_sent,
         }
     }
 
@@ -74,11 +81,19 @@ impl ShardReport {
     }
 }
 
+/// Counters a shard keeps about its own sends.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SendCounters {
+    pub append_msgs: u64,
+    pub append_entries: u64,
+}
+
 pub(crate) fn shard_status(
     node_id: u64,
     shard: u32,
     replica: &Replica,
     kv: &SharedKv,
+    sent: SendCounters,
 ) -> ShardReport {
     let status = replica.status();
     // Hash and applied index under one lock, so they describe the same state.
@@ -102,5 +117,7 @@ pub(crate) fn shard_status(
             .iter()
             .map(|p| (p.id, p.match_index))
             .collect(),
+        append_msgs_sent: sent.append_msgs,
+        append_entries_sent: sent.append_entries,
     }
 }

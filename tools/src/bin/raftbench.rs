@@ -1,0 +1,631 @@
+//! raftbench: load and latency probes against a cluster, with the strict replication
+//! check our users' old systems failed.
+//!
+//! ```text
+//! raftbench local                  # 3 raftd processes from the embedded tuning/local.toml,
+//!                                  # ~10 s of load, figures, graceful stop, exit 0 iff converged
+//! raftbench local --runs 10        # the replication test 10 times, with the spread
+//! raftbench local --fsync off --json
+//! raftbench run --tuning FILE      # against a running cluster
+//! ```
+//!
+//! Each run: a raw-socket loopback ping-pong (the latency baseline, measured in the same
+//! run), a closed-loop throughput phase (clients x window x batch entries in flight),
+//! follower apply lag sampled meanwhile, then the load stops and every follower must have
+//! applied 100% of the leader's committed entries within 1 s; then an open-loop latency
+//! probe (one entry per request at a fixed rate, timed from the intended send time), and
+//! a convergence check (applied index and state hash equal on every node).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use engine::client::Client;
+use engine::node::ShardReport;
+use engine::tuning::{self, LOCAL_TOML};
+use hdrhistogram::Histogram;
+use net::PeerConfig;
+use serde::Serialize;
+use tools::launcher::{Cluster, CLIENT_ID_BASE};
+use tools::load::{self, ClosedLoop};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "raftbench",
+    about = "Load, latency probes and convergence checks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Fsync {
+    /// As the tuning file says.
+    File,
+    On,
+    Off,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct LoadArgs {
+    /// Seconds of closed-loop load per run.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Client connections (comma-separated for a sweep, e.g. 1,2,4).
+    #[arg(long, value_delimiter = ',', default_value = "4")]
+    clients: Vec<usize>,
+    /// Requests in flight per client.
+    #[arg(long, default_value_t = 8)]
+    window: usize,
+    /// Entries per request.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Bytes per entry.
+    #[arg(long, default_value_t = 256)]
+    payload: usize,
+    /// Open-loop probe rate in requests (of one entry) per second.
+    #[arg(long, default_value_t = 1000)]
+    probe_rate: u64,
+    /// Seconds of open-loop probing per run (0 skips it).
+    #[arg(long, default_value_t = 3.0)]
+    probe_seconds: f64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Start a local 3-node cluster of raftd processes, load it, check it, stop it.
+    Local {
+        /// Local-cluster tuning file (default: the embedded tuning/local.toml).
+        #[arg(long)]
+        tuning: Option<PathBuf>,
+        /// Override the tuning file's durability.
+        #[arg(long, value_enum, default_value_t = Fsync::File)]
+        fsync: Fsync,
+        /// Independent runs, each on a fresh cluster.
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// Load a running cluster described by a cluster or local-cluster file.
+    Run {
+        #[arg(long)]
+        tuning: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// Run one node (what the raftd binary does); `local` starts its nodes this way.
+    Raftd(tools::raftd::Args),
+}
+
+/// How long followers get to apply everything once the load stops.
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Serialize)]
+struct Latency {
+    p50_us: u64,
+    p99_us: u64,
+    p999_us: u64,
+    max_us: u64,
+    count: u64,
+}
+
+impl Latency {
+    fn of(h: &Histogram<u64>) -> Latency {
+        Latency {
+            p50_us: h.value_at_quantile(0.50),
+            p99_us: h.value_at_quantile(0.99),
+            p999_us: h.value_at_quantile(0.999),
+            max_us: h.max(),
+            count: h.len(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct SweepPoint {
+    clients: usize,
+    entries_per_sec: f64,
+    mb_per_sec: f64,
+    latency: Latency,
+    retries: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct FollowerCatchUp {
+    node: u64,
+    applied: u64,
+    percent_of_leader: f64,
+    caught_up_ms: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct RunReport {
+    run: usize,
+    loopback_rtt_us: f64,
+    sweep: Vec<SweepPoint>,
+    entries_per_sec: f64,
+    mb_per_sec: f64,
+    commit_latency: Latency,
+    probe: Option<Latency>,
+    probe_p50_over_rtt: Option<f64>,
+    entries_per_append: f64,
+    follower_apply_lag_max: u64,
+    leader: u64,
+    leader_committed: u64,
+    followers: Vec<FollowerCatchUp>,
+    all_followers_caught_up: bool,
+    converged: bool,
+    state_hashes: Vec<(u64, u64)>,
+    clean_shutdown: Option<bool>,
+}
+
+#[derive(Debug, Serialize)]
+struct Summary {
+    command: String,
+    fsync: bool,
+    payload_bytes: usize,
+    batch: usize,
+    window: usize,
+    runs: Vec<RunReport>,
+    passed: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Raftd(args) => tools::raftd::main_with(args),
+        Cmd::Local {
+            tuning,
+            fsync,
+            runs,
+            load,
+        } => finish(local(tuning.as_deref(), fsync, runs, &load), load.json),
+        Cmd::Run { tuning, load } => finish(remote(&tuning, &load), load.json),
+    }
+}
+
+fn finish(result: Result<Summary, String>, json: bool) -> ExitCode {
+    match result {
+        Ok(summary) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&summary).expect("serializes")
+                );
+            } else {
+                print_summary(&summary);
+            }
+            if summary.passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("raftbench: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn local(
+    tuning_path: Option<&Path>,
+    fsync: Fsync,
+    runs: usize,
+    args: &LoadArgs,
+) -> Result<Summary, String> {
+    let mut text = match tuning_path {
+        Some(p) => std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
+        None => LOCAL_TOML.to_owned(),
+    };
+    match fsync {
+        Fsync::File => {}
+        Fsync::On => text = text.replace("fsync = false", "fsync = true"),
+        Fsync::Off => text = text.replace("fsync = true", "fsync = false"),
+    }
+    let me = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
+    let mut reports = Vec::new();
+    let mut fsync_on = true;
+    for run in 1..=runs.max(1) {
+        let mut cluster = Cluster::start_with(&me, &["raftd"], &text).map_err(|e| e.to_string())?;
+        fsync_on = cluster.tuning.cluster.durability.fsync;
+        let members = cluster.members();
+        let c = cluster.tuning.cluster.clone();
+        let connect = |id: u64| {
+            Client::connect(
+                c.cluster_id,
+                CLIENT_ID_BASE + id,
+                &members,
+                c.cluster_key(),
+                c.replication.frame_bytes_max as usize,
+            )
+        };
+        let mut admin = connect(run as u64 * 1000).map_err(|e| e.to_string())?;
+        admin
+            .wait_connected(Duration::from_secs(10))
+            .map_err(|e| e.to_string())?;
+        cluster
+            .wait_leader(&mut admin, Duration::from_secs(20))
+            .map_err(|e| e.to_string())?;
+        let mut report = one_run(run, &members, &connect, &mut admin, args)?;
+        let exits = cluster
+            .stop_all(Duration::from_secs(20))
+            .map_err(|e| e.to_string())?;
+        report.clean_shutdown = Some(exits.iter().all(|e| e.success));
+        if !args.json {
+            print_run(&report);
+        }
+        reports.push(report);
+    }
+    let passed = reports
+        .iter()
+        .all(|r| r.converged && r.all_followers_caught_up && r.clean_shutdown != Some(false));
+    Ok(Summary {
+        command: "local".into(),
+        fsync: fsync_on,
+        payload_bytes: args.payload,
+        batch: args.batch,
+        window: args.window,
+        runs: reports,
+        passed,
+    })
+}
+
+fn remote(path: &Path, args: &LoadArgs) -> Result<Summary, String> {
+    let set = tuning::validate_files_with(&[path], None).map_err(|e| e.to_string())?;
+    let c = set.cluster;
+    let members: Vec<PeerConfig> = c
+        .members
+        .iter()
+        .map(|m| PeerConfig {
+            node_id: m.node_id,
+            addr: m.client_addr,
+        })
+        .collect();
+    let base = u64::from(std::process::id()) << 16;
+    let connect = |id: u64| {
+        Client::connect(
+            c.cluster_id,
+            CLIENT_ID_BASE + base + id,
+            &members,
+            c.cluster_key(),
+            c.replication.frame_bytes_max as usize,
+        )
+    };
+    let mut admin = connect(999).map_err(|e| e.to_string())?;
+    admin
+        .wait_connected(Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    let report = one_run(1, &members, &connect, &mut admin, args)?;
+    if !args.json {
+        print_run(&report);
+    }
+    let passed = report.converged && report.all_followers_caught_up;
+    Ok(Summary {
+        command: "run".into(),
+        fsync: c.durability.fsync,
+        payload_bytes: args.payload,
+        batch: args.batch,
+        window: args.window,
+        runs: vec![report],
+        passed,
+    })
+}
+
+fn statuses(admin: &mut Client, members: &[PeerConfig]) -> Vec<ShardReport> {
+    members
+        .iter()
+        .filter_map(|m| admin.status(m.node_id, Duration::from_millis(500)).ok())
+        .collect()
+}
+
+fn one_run(
+    run: usize,
+    members: &[PeerConfig],
+    connect: &dyn Fn(u64) -> Result<Client, engine::client::ClientError>,
+    admin: &mut Client,
+    args: &LoadArgs,
+) -> Result<RunReport, String> {
+    let rtt = load::loopback_rtt(2000).map_err(|e| format!("loopback baseline: {e}"))?;
+    let before = statuses(admin, members);
+    let appends_before: (u64, u64) = before
+        .iter()
+        .map(|r| (r.append_msgs_sent, r.append_entries_sent))
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+
+    // Closed-loop phases (one per client count), with the apply lag sampled meanwhile.
+    let total = Duration::from_secs_f64(args.seconds.max(0.1));
+    let per_point = total / args.clients.len().max(1) as u32;
+    let mut sweep = Vec::new();
+    let mut merged = load::histogram();
+    let (mut entries, mut elapsed) = (0u64, Duration::ZERO);
+    let mut lag_max = 0u64;
+    for (i, &clients) in args.clients.iter().enumerate() {
+        let sampler = LagSampler::start(connect((run * 100 + i) as u64 + 500), members.to_vec());
+        let cfg = ClosedLoop {
+            clients,
+            window: args.window,
+            batch: args.batch,
+            payload_bytes: args.payload,
+            duration: per_point,
+        };
+        let offset = (run * 100 + i * 10) as u64;
+        let result = load::closed_loop(|c| connect(offset + c), cfg).map_err(|e| e.to_string())?;
+        lag_max = lag_max.max(sampler.stop());
+        let eps = result.entries_per_sec();
+        sweep.push(SweepPoint {
+            clients,
+            entries_per_sec: eps,
+            mb_per_sec: eps * args.payload as f64 / 1e6,
+            latency: Latency::of(&result.latency_us),
+            retries: result.retries,
+        });
+        merged.add(&result.latency_us).expect("same bounds");
+        entries += result.entries;
+        elapsed += result.elapsed;
+    }
+
+    // The strict check: load has stopped; every follower applies all of the leader's
+    // committed entries within CATCH_UP_LIMIT.
+    let stopped = Instant::now();
+    let (leader, leader_committed) = loop {
+        let now = statuses(admin, members);
+        if let Some(l) = now.iter().find(|r| r.is_leader()) {
+            break (l.node_id, l.commit);
+        }
+        if stopped.elapsed() > Duration::from_secs(5) {
+            return Err("no leader after the load stopped".into());
+        }
+    };
+    let mut followers: Vec<FollowerCatchUp> = members
+        .iter()
+        .filter(|m| m.node_id != leader)
+        .map(|m| FollowerCatchUp {
+            node: m.node_id,
+            applied: 0,
+            percent_of_leader: 0.0,
+            caught_up_ms: None,
+        })
+        .collect();
+    loop {
+        let now = statuses(admin, members);
+        for f in &mut followers {
+            if let Some(r) = now.iter().find(|r| r.node_id == f.node) {
+                f.applied = r.applied;
+                f.percent_of_leader = 100.0 * r.applied as f64 / leader_committed.max(1) as f64;
+                if r.applied >= leader_committed && f.caught_up_ms.is_none() {
+                    f.caught_up_ms = Some(stopped.elapsed().as_millis() as u64);
+                }
+            }
+        }
+        if followers.iter().all(|f| f.caught_up_ms.is_some()) || stopped.elapsed() > CATCH_UP_LIMIT
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let all_followers_caught_up = followers.iter().all(|f| {
+        f.caught_up_ms
+            .is_some_and(|ms| ms <= CATCH_UP_LIMIT.as_millis() as u64)
+    });
+
+    // Open-loop latency probe with a single client.
+    let probe = if args.probe_seconds > 0.0 {
+        let mut client = connect((run * 100 + 99) as u64).map_err(|e| e.to_string())?;
+        client
+            .wait_connected(Duration::from_secs(5))
+            .map_err(|e| e.to_string())?;
+        client.set_leader(Some(leader));
+        let r = load::open_loop(
+            &mut client,
+            args.probe_rate,
+            Duration::from_secs_f64(args.probe_seconds),
+            args.payload,
+        )
+        .map_err(|e| e.to_string())?;
+        Some(Latency::of(&r.latency_us))
+    } else {
+        None
+    };
+
+    // Convergence: every node's applied index and state hash equal the leader's.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (converged, state_hashes, after) = loop {
+        let now = statuses(admin, members);
+        let hashes: Vec<(u64, u64)> = now.iter().map(|r| (r.node_id, r.state_hash)).collect();
+        let leader_r = now.iter().find(|r| r.is_leader()).cloned();
+        let ok = now.len() == members.len()
+            && leader_r.as_ref().is_some_and(|l| {
+                now.iter()
+                    .all(|r| r.applied == l.commit && r.state_hash == l.state_hash)
+            });
+        if ok || Instant::now() > deadline {
+            break (ok, hashes, now);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let appends_after: (u64, u64) = after
+        .iter()
+        .map(|r| (r.append_msgs_sent, r.append_entries_sent))
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    let msgs = appends_after.0.saturating_sub(appends_before.0);
+    let sent = appends_after.1.saturating_sub(appends_before.1);
+
+    let eps = entries as f64 / elapsed.as_secs_f64().max(1e-9);
+    let rtt_us = rtt.as_secs_f64() * 1e6;
+    Ok(RunReport {
+        run,
+        loopback_rtt_us: rtt_us,
+        sweep,
+        entries_per_sec: eps,
+        mb_per_sec: eps * args.payload as f64 / 1e6,
+        commit_latency: Latency::of(&merged),
+        probe_p50_over_rtt: probe.as_ref().map(|p| p.p50_us as f64 / rtt_us.max(1e-3)),
+        probe,
+        entries_per_append: sent as f64 / msgs.max(1) as f64,
+        follower_apply_lag_max: lag_max,
+        leader,
+        leader_committed,
+        followers,
+        all_followers_caught_up,
+        converged,
+        state_hashes,
+        clean_shutdown: None,
+    })
+}
+
+/// Samples `leader commit - follower applied` on a thread while load runs.
+struct LagSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl LagSampler {
+    fn start(
+        client: Result<Client, engine::client::ClientError>,
+        members: Vec<PeerConfig>,
+    ) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let Ok(mut client) = client else { return 0 };
+            let _ = client.wait_connected(Duration::from_secs(5));
+            let mut max = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let now = statuses(&mut client, &members);
+                if let Some(l) = now.iter().find(|r| r.is_leader()) {
+                    for r in now.iter().filter(|r| !r.is_leader()) {
+                        max = max.max(l.commit.saturating_sub(r.applied));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            max
+        });
+        LagSampler { stop, thread }
+    }
+
+    fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or(0)
+    }
+}
+
+fn ms(us: u64) -> String {
+    if us >= 1000 {
+        format!("{:.2} ms", us as f64 / 1000.0)
+    } else {
+        format!("{us} µs")
+    }
+}
+
+fn print_run(r: &RunReport) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "run {}:", r.run);
+    for p in &r.sweep {
+        let _ = writeln!(
+            out,
+            "  {:>3} clients: {:>10.0} entries/s {:>7.1} MB/s   commit latency p50 {} p99 {} p99.9 {} max {}",
+            p.clients,
+            p.entries_per_sec,
+            p.mb_per_sec,
+            ms(p.latency.p50_us),
+            ms(p.latency.p99_us),
+            ms(p.latency.p999_us),
+            ms(p.latency.max_us)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  throughput {:.0} entries/s ({:.1} MB/s), {:.1} entries per AppendEntries, follower apply lag max {} entries",
+        r.entries_per_sec, r.mb_per_sec, r.entries_per_append, r.follower_apply_lag_max
+    );
+    if let Some(p) = &r.probe {
+        let _ = writeln!(
+            out,
+            "  open-loop probe: p50 {} p99 {} p99.9 {} max {} ({} requests); loopback RTT {:.1} µs, p50 = {:.1}x RTT",
+            ms(p.p50_us),
+            ms(p.p99_us),
+            ms(p.p999_us),
+            ms(p.max_us),
+            p.count,
+            r.loopback_rtt_us,
+            r.probe_p50_over_rtt.unwrap_or(0.0)
+        );
+    }
+    let _ = write!(
+        out,
+        "  leader {} committed {}",
+        r.leader, r.leader_committed
+    );
+    for f in &r.followers {
+        let _ = write!(
+            out,
+            "; follower {} applied {} ({:.2}%{})",
+            f.node,
+            f.applied,
+            f.percent_of_leader,
+            f.caught_up_ms.map_or_else(
+                || ", NOT within 1 s".to_owned(),
+                |ms| format!(" after {ms} ms")
+            )
+        );
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "  convergence: {} {:?}{}",
+        if r.converged { "OK" } else { "FAILED" },
+        r.state_hashes
+            .iter()
+            .map(|(n, h)| format!("{n}:{h:016x}"))
+            .collect::<Vec<_>>(),
+        match r.clean_shutdown {
+            Some(true) => ", graceful shutdown OK",
+            Some(false) => ", a node did NOT shut down cleanly",
+            None => "",
+        }
+    );
+}
+
+fn print_summary(s: &Summary) {
+    if s.runs.len() > 1 {
+        let min = s
+            .runs
+            .iter()
+            .map(|r| r.entries_per_sec)
+            .fold(f64::MAX, f64::min);
+        let max = s.runs.iter().map(|r| r.entries_per_sec).fold(0.0, f64::max);
+        let exact = s
+            .runs
+            .iter()
+            .filter(|r| {
+                r.all_followers_caught_up
+                    && r.followers.iter().all(|f| f.applied >= r.leader_committed)
+            })
+            .count();
+        println!(
+            "spread over {} runs: throughput {:.0}..{:.0} entries/s; every follower applied 100% of the leader's commits within 1 s in {}/{} runs",
+            s.runs.len(),
+            min,
+            max,
+            exact,
+            s.runs.len()
+        );
+    }
+    println!(
+        "{} (fsync {}, {} B entries, batch {}, window {})",
+        if s.passed { "PASSED" } else { "FAILED" },
+        if s.fsync { "on" } else { "off" },
+        s.payload_bytes,
+        s.batch,
+        s.window
+    );
+}

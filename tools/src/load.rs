@@ -1,0 +1,346 @@
+//! Load generation for raftbench: a closed-loop throughput phase, an open-loop latency
+//! probe that times every request from its intended send time (no coordinated omission),
+//! a raw-socket ping-pong baseline, and a sampler of follower apply lag.
+
+use std::io::{IsTerminal, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use engine::client::{Client, ClientError, Reply};
+use engine::kv::Command;
+use hdrhistogram::Histogram;
+use net::wire::ClientStatus;
+
+/// A put whose encoded size is `payload_bytes` (key `k<client>-<seq>`, value padding).
+pub fn put_command(client: u64, seq: u64, payload_bytes: usize) -> Vec<u8> {
+    let key = format!("k{client}-{seq}");
+    // put = 1 opcode + 2 key length + key + 4 value length + value
+    let overhead = 1 + 2 + key.len() + 4;
+    let value = vec![b'v'; payload_bytes.saturating_sub(overhead)];
+    Command::Put {
+        key: key.as_bytes(),
+        value: &value,
+    }
+    .to_bytes()
+}
+
+/// A latency histogram in microseconds, 1 µs to 60 s, 3 significant digits.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Closed-loop settings: `clients` connections, each keeping `window` requests of
+/// `batch` entries in flight.
+#[derive(Debug, Clone, Copy)]
+pub struct ClosedLoop {
+    pub clients: usize,
+    pub window: usize,
+    pub batch: usize,
+    pub payload_bytes: usize,
+    pub duration: Duration,
+}
+
+/// What a load phase achieved.
+#[derive(Debug, Clone)]
+pub struct PhaseResult {
+    pub entries: u64,
+    pub requests: u64,
+    pub elapsed: Duration,
+    /// Commit latency (until applied on the leader and answered), microseconds.
+    pub latency_us: Histogram<u64>,
+    pub retries: u64,
+}
+
+impl PhaseResult {
+    pub fn entries_per_sec(&self) -> f64 {
+        self.entries as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Shows a one-line progress bar on stderr while stdout is a terminal.
+#[derive(Debug)]
+pub struct Progress {
+    enabled: bool,
+    label: String,
+    total: Duration,
+    start: Instant,
+    last_drawn: Instant,
+}
+
+impl Progress {
+    pub fn new(label: &str, total: Duration) -> Progress {
+        let now = Instant::now();
+        Progress {
+            enabled: std::io::stdout().is_terminal() && total >= Duration::from_secs(3),
+            label: label.to_owned(),
+            total,
+            start: now,
+            last_drawn: now,
+        }
+    }
+
+    pub fn tick(&mut self, entries: u64) {
+        if !self.enabled || self.last_drawn.elapsed() < Duration::from_millis(200) {
+            return;
+        }
+        self.last_drawn = Instant::now();
+        let done = self.start.elapsed().as_secs_f64() / self.total.as_secs_f64();
+        let width = 30;
+        let filled = ((done.min(1.0)) * width as f64) as usize;
+        eprint!(
+            "\r{:<12} [{}{}] {:>5.1}/{:.0} s  {} entries",
+            self.label,
+            "=".repeat(filled),
+            " ".repeat(width - filled),
+            self.start.elapsed().as_secs_f64(),
+            self.total.as_secs_f64(),
+            entries
+        );
+    }
+
+    pub fn finish(&mut self) {
+        if self.enabled {
+            eprintln!();
+        }
+    }
+}
+
+/// Runs the closed-loop phase with one thread per client.
+pub fn closed_loop(
+    mut make_client: impl FnMut(u64) -> Result<Client, ClientError>,
+    cfg: ClosedLoop,
+) -> Result<PhaseResult, ClientError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let entries = Arc::new(AtomicU64::new(0));
+    let merged = Arc::new(Mutex::new(histogram()));
+    let mut threads = Vec::new();
+    let start = Instant::now();
+    for c in 0..cfg.clients {
+        let mut client = make_client(c as u64)?;
+        let stop = Arc::clone(&stop);
+        let entries = Arc::clone(&entries);
+        let merged = Arc::clone(&merged);
+        threads.push(std::thread::spawn(
+            move || -> Result<(u64, u64), ClientError> {
+                let mut hist = histogram();
+                let mut inflight: std::collections::BTreeMap<u64, (Instant, Vec<Vec<u8>>)> =
+                    std::collections::BTreeMap::new();
+                let mut seq = 0u64;
+                let mut requests = 0u64;
+                let mut retries = 0u64;
+                let mut resend: Vec<Vec<Vec<u8>>> = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    while inflight.len() < cfg.window {
+                        let batch = resend.pop().unwrap_or_else(|| {
+                            (0..cfg.batch)
+                                .map(|_| {
+                                    seq += 1;
+                                    put_command(c as u64, seq, cfg.payload_bytes)
+                                })
+                                .collect()
+                        });
+                        match client.send_submit(batch.clone()) {
+                            Ok(id) => {
+                                inflight.insert(id, (Instant::now(), batch));
+                            }
+                            Err(ClientError::Send(_)) => {
+                                resend.push(batch);
+                                client.set_leader(None);
+                                break;
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    let mut replies = Vec::new();
+                    client.poll(Duration::from_millis(1), |r| replies.push(r))?;
+                    for reply in replies {
+                        let Reply::Submit {
+                            request_id, status, ..
+                        } = reply
+                        else {
+                            continue;
+                        };
+                        let Some((sent, batch)) = inflight.remove(&request_id) else {
+                            continue;
+                        };
+                        match status {
+                            ClientStatus::Ok => {
+                                let us = sent.elapsed().as_micros() as u64;
+                                hist.saturating_record(us.max(1));
+                                entries.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                                requests += 1;
+                            }
+                            _ => {
+                                retries += 1;
+                                resend.push(batch);
+                            }
+                        }
+                    }
+                    if !resend.is_empty() && inflight.is_empty() {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                }
+                // Collect what is still in flight so every accepted request is accounted for.
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while !inflight.is_empty() && Instant::now() < deadline {
+                    let mut replies = Vec::new();
+                    client.poll(Duration::from_millis(1), |r| replies.push(r))?;
+                    for reply in replies {
+                        if let Reply::Submit {
+                            request_id,
+                            status: ClientStatus::Ok,
+                            ..
+                        } = reply
+                        {
+                            if let Some((_, batch)) = inflight.remove(&request_id) {
+                                entries.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                            }
+                        } else {
+                            inflight.remove(&reply.request_id());
+                        }
+                    }
+                }
+                merged
+                    .lock()
+                    .expect("histogram lock")
+                    .add(&hist)
+                    .expect("same bounds");
+                Ok((requests, retries))
+            },
+        ));
+    }
+    let mut progress = Progress::new("throughput", cfg.duration);
+    while start.elapsed() < cfg.duration {
+        std::thread::sleep(Duration::from_millis(50));
+        progress.tick(entries.load(Ordering::Relaxed));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = start.elapsed();
+    progress.finish();
+    let mut requests = 0;
+    let mut retries = 0;
+    for t in threads {
+        let (r, x) = t.join().expect("load thread panicked")?;
+        requests += r;
+        retries += x;
+    }
+    let latency_us = Arc::try_unwrap(merged)
+        .expect("threads joined")
+        .into_inner()
+        .expect("histogram lock");
+    Ok(PhaseResult {
+        entries: entries.load(Ordering::Relaxed),
+        requests,
+        elapsed,
+        latency_us,
+        retries,
+    })
+}
+
+/// Open-loop probe: one request of one entry every `1/rate` seconds, each timed from
+/// its intended send time, so a stall counts against every request it delayed.
+pub fn open_loop(
+    client: &mut Client,
+    rate_per_sec: u64,
+    duration: Duration,
+    payload_bytes: usize,
+) -> Result<PhaseResult, ClientError> {
+    assert!(rate_per_sec > 0, "probe rate must be positive");
+    let interval = Duration::from_nanos(1_000_000_000 / rate_per_sec);
+    let mut hist = histogram();
+    let mut inflight: std::collections::BTreeMap<u64, Instant> = std::collections::BTreeMap::new();
+    let start = Instant::now();
+    let mut next = start;
+    let mut seq = 0u64;
+    let mut entries = 0;
+    let mut retries = 0;
+    let mut progress = Progress::new("latency", duration);
+    let record = |hist: &mut Histogram<u64>, intended: Instant| {
+        hist.saturating_record((intended.elapsed().as_micros() as u64).max(1));
+    };
+    while start.elapsed() < duration || !inflight.is_empty() {
+        let now = Instant::now();
+        if now.duration_since(start) >= duration + Duration::from_secs(5) {
+            break;
+        }
+        while next <= now && start.elapsed() < duration {
+            seq += 1;
+            match client.send_submit(vec![put_command(u64::MAX, seq, payload_bytes)]) {
+                Ok(id) => {
+                    inflight.insert(id, next);
+                }
+                Err(ClientError::Send(_)) => {
+                    retries += 1;
+                    client.set_leader(None);
+                }
+                Err(e) => return Err(e),
+            }
+            next += interval;
+        }
+        let wait = next
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(1));
+        let mut replies = Vec::new();
+        client.poll(wait, |r| replies.push(r))?;
+        for reply in replies {
+            let id = reply.request_id();
+            let Some(intended) = inflight.remove(&id) else {
+                continue;
+            };
+            match reply {
+                Reply::Submit {
+                    status: ClientStatus::Ok,
+                    ..
+                } => {
+                    record(&mut hist, intended);
+                    entries += 1;
+                }
+                _ => retries += 1,
+            }
+        }
+        progress.tick(entries);
+    }
+    progress.finish();
+    Ok(PhaseResult {
+        entries,
+        requests: entries,
+        elapsed: start.elapsed(),
+        latency_us: hist,
+        retries,
+    })
+}
+
+/// Round trip of a 64-byte message over loopback with std blocking sockets, median of
+/// `rounds`, measured in this process: the baseline the commit latency is judged by.
+pub fn loopback_rtt(rounds: usize) -> std::io::Result<Duration> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut s, _) = listener.accept()?;
+        s.set_nodelay(true)?;
+        let mut buf = [0u8; 64];
+        loop {
+            match s.read_exact(&mut buf) {
+                Ok(()) => s.write_all(&buf)?,
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    });
+    let mut s = TcpStream::connect(addr)?;
+    s.set_nodelay(true)?;
+    let mut buf = [7u8; 64];
+    let mut samples = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let t = Instant::now();
+        s.write_all(&buf)?;
+        s.read_exact(&mut buf)?;
+        samples.push(t.elapsed());
+    }
+    drop(s);
+    echo.join().expect("echo thread panicked")?;
+    samples.sort();
+    Ok(samples[samples.len() / 2])
+}
