@@ -110,6 +110,21 @@ impl Client {
         })
     }
 
+    /// Dials every member of `cluster` at its client address, with the cluster's id, key
+    /// and frame limit.
+    pub fn connect_cluster(
+        cluster: &crate::tuning::ClusterConfig,
+        client_id: u64,
+    ) -> Result<Client, ClientError> {
+        Client::connect(
+            cluster.cluster_id,
+            client_id,
+            &client_members(cluster),
+            cluster.cluster_key(),
+            cluster.replication.frame_bytes_max as usize,
+        )
+    }
+
     /// Waits until every node is connected (or `timeout` passes); returns how many are.
     pub fn wait_connected(&mut self, timeout: Duration) -> Result<usize, ClientError> {
         let deadline = Instant::now() + timeout;
@@ -401,6 +416,18 @@ impl Client {
             Err(e) => Err(e),
         }
     }
+}
+
+/// The members of `cluster` as a client dials them (their client addresses).
+pub fn client_members(cluster: &crate::tuning::ClusterConfig) -> Vec<PeerConfig> {
+    cluster
+        .members
+        .iter()
+        .map(|m| PeerConfig {
+            node_id: m.node_id,
+            addr: m.client_addr,
+        })
+        .collect()
 }
 
 fn status_of(s: &net::wire::ArchivedClientStatus) -> ClientStatus {

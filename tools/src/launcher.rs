@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use engine::client::Client;
 use engine::node::ShardReport;
 use engine::tuning::LocalCluster as LocalTuning;
-use net::PeerConfig;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -174,29 +173,12 @@ impl Cluster {
         self.nodes.iter().map(|n| n.id).collect()
     }
 
-    /// The members as a client dials them.
-    pub fn members(&self) -> Vec<PeerConfig> {
-        self.tuning
-            .cluster
-            .members
-            .iter()
-            .map(|m| PeerConfig {
-                node_id: m.node_id,
-                addr: m.client_addr,
-            })
-            .collect()
-    }
-
     /// A client connected to every node. Client ids live in their own range, above any
     /// node id, because the transport tells connections apart by the id they announce.
     pub fn client(&self, client_id: u64) -> Result<Client, LaunchError> {
-        let c = &self.tuning.cluster;
-        Ok(Client::connect(
-            c.cluster_id,
+        Ok(Client::connect_cluster(
+            &self.tuning.cluster,
             CLIENT_ID_BASE + client_id,
-            &self.members(),
-            c.cluster_key(),
-            c.replication.frame_bytes_max as usize,
         )?)
     }
 

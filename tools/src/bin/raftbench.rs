@@ -22,7 +22,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use engine::client::Client;
+use engine::client::{client_members, Client};
 use engine::node::ShardReport;
 use engine::tuning::{self, LOCAL_TOML};
 use hdrhistogram::Histogram;
@@ -236,17 +236,9 @@ fn local(
     for run in 1..=runs.max(1) {
         let mut cluster = Cluster::start_with(&me, &["raftd"], &text).map_err(|e| e.to_string())?;
         fsync_on = cluster.tuning.cluster.durability.fsync;
-        let members = cluster.members();
         let c = cluster.tuning.cluster.clone();
-        let connect = |id: u64| {
-            Client::connect(
-                c.cluster_id,
-                CLIENT_ID_BASE + id,
-                &members,
-                c.cluster_key(),
-                c.replication.frame_bytes_max as usize,
-            )
-        };
+        let members = client_members(&c);
+        let connect = |id: u64| Client::connect_cluster(&c, CLIENT_ID_BASE + id);
         let mut admin = connect(run as u64 * 1000).map_err(|e| e.to_string())?;
         admin
             .wait_connected(Duration::from_secs(10))
@@ -281,24 +273,9 @@ fn local(
 fn remote(path: &Path, args: &LoadArgs) -> Result<Summary, String> {
     let set = tuning::validate_files_with(&[path], None).map_err(|e| e.to_string())?;
     let c = set.cluster;
-    let members: Vec<PeerConfig> = c
-        .members
-        .iter()
-        .map(|m| PeerConfig {
-            node_id: m.node_id,
-            addr: m.client_addr,
-        })
-        .collect();
+    let members = client_members(&c);
     let base = u64::from(std::process::id()) << 16;
-    let connect = |id: u64| {
-        Client::connect(
-            c.cluster_id,
-            CLIENT_ID_BASE + base + id,
-            &members,
-            c.cluster_key(),
-            c.replication.frame_bytes_max as usize,
-        )
-    };
+    let connect = |id: u64| Client::connect_cluster(&c, CLIENT_ID_BASE + base + id);
     let mut admin = connect(999).map_err(|e| e.to_string())?;
     admin
         .wait_connected(Duration::from_secs(10))

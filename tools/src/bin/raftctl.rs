@@ -17,7 +17,6 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use engine::client::Client;
 use engine::tuning::{self, ClusterConfig, TuningSet};
-use net::PeerConfig;
 
 #[derive(Debug, Parser)]
 #[command(name = "raftctl", about = "Administer a Raft replication cluster")]
@@ -98,24 +97,10 @@ fn load_cluster(path: &PathBuf) -> Result<ClusterConfig, String> {
 
 fn connect(target: &Target) -> Result<(Client, Vec<u64>), String> {
     let cluster = load_cluster(&target.tuning)?;
-    let members: Vec<PeerConfig> = cluster
-        .members
-        .iter()
-        .map(|m| PeerConfig {
-            node_id: m.node_id,
-            addr: m.client_addr,
-        })
-        .collect();
-    let ids = members.iter().map(|m| m.node_id).collect();
+    let ids = cluster.members.iter().map(|m| m.node_id).collect();
+    // Client ids live above node ids: the transport tells connections apart by them.
     let client_id = u64::from(std::process::id()) | 1 << 40;
-    let mut client = Client::connect(
-        cluster.cluster_id,
-        client_id,
-        &members,
-        cluster.cluster_key(),
-        cluster.replication.frame_bytes_max as usize,
-    )
-    .map_err(|e| e.to_string())?;
+    let mut client = Client::connect_cluster(&cluster, client_id).map_err(|e| e.to_string())?;
     client
         .wait_connected(Duration::from_millis(target.timeout_ms))
         .map_err(|e| e.to_string())?;
