@@ -124,10 +124,17 @@ impl SlotFile {
             .map_err(|e| StorageError::io("open", path, e))?;
         let mut slots = Vec::with_capacity(2);
         let mut reasons = Vec::with_capacity(2);
+        // A slot of zeros was never written (the file is new and only one slot has been
+        // saved): expected, not worth a warning.
+        let mut never_written = 0;
         for slot in 0..2u64 {
             let mut b = [0u8; SLOT_BYTES];
             let at = slot * SLOT_STRIDE_BYTES;
             let res = match read_full_at(&file, &mut b, at) {
+                Ok(n) if b[..n].iter().all(|&x| x == 0) => {
+                    never_written += 1;
+                    Err("never written".to_owned())
+                }
                 Ok(n) => decode_slot(kind, &b[..n]),
                 Err(e) => Err(format!("read failed: {e}")),
             };
@@ -142,7 +149,7 @@ impl SlotFile {
                 reason: reasons.join("; "),
             });
         };
-        if !reasons.is_empty() {
+        if reasons.len() > never_written {
             tracing::warn!(path = %path.display(), reason = %reasons.join("; "), "state file slot invalid, using the other slot");
         }
         Ok((
