@@ -579,6 +579,16 @@ impl Ring {
         }
     }
 
+    /// Waits (one-shot) until `fd` is readable; the completion comes back as
+    /// [`Completion::Foreign`] with `token`. Safe for the same reason as
+    /// [`Ring::fdatasync`]: the operation names only a file descriptor.
+    pub fn poll_readable(&mut self, fd: RawFd, token: u64) -> Result<(), RingError> {
+        let entry = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32).build();
+        // SAFETY: a poll SQE references no buffer, iovec or path, so nothing can be freed
+        // or moved under the kernel before its completion.
+        unsafe { self.push_foreign(entry, token) }
+    }
+
     /// Submits `fdatasync(fd)`; the completion comes back as [`Completion::Foreign`] with
     /// `token`. Safe: the operation names no memory, only `fd`, which the caller keeps
     /// open until the completion (a closed fd fails with `EBADF`; a reused number would

@@ -2,8 +2,10 @@
 //! results and the applied watermark the other. Everything is bounded and allocated here,
 //! at start-up.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
@@ -22,6 +24,29 @@ pub(crate) struct ShardShared {
     /// (Release) by the shard *before* it appends the term's first entry, read by the
     /// applier after it popped a commit covering that entry, so the applier always sees it.
     pub(crate) led_term: CachePadded<AtomicU64>,
+    /// Set by a shard that sleeps in its ring while clients wait for the applier; the
+    /// applier clears it and writes one byte to `waker` after advancing `applied`.
+    wake_wanted: CachePadded<AtomicBool>,
+    /// The applier's end of the shard's wake-up socket, if the shard asked for one.
+    waker: OnceLock<UnixStream>,
+}
+
+impl ShardShared {
+    /// Called by the applier after publishing a new applied index.
+    pub(crate) fn wake_shard(&self) {
+        // Pairs with the fence in `ShardLink::request_wake`: either the shard sees the new
+        // applied index, or this load sees its request.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.wake_wanted.load(Ordering::Relaxed)
+            && self.wake_wanted.swap(false, Ordering::AcqRel)
+        {
+            if let Some(mut waker) = self.waker.get() {
+                // Non-blocking: at most one byte is outstanding per request, and a full
+                // socket already means the shard will wake.
+                let _ = waker.write(&[1]);
+            }
+        }
+    }
 }
 
 /// Creates the link for one shard: a commit ring of `commit_ring_entries` and a result ring
@@ -84,6 +109,32 @@ impl ShardLink {
         let previous = self.shared.led_term.load(Ordering::Relaxed);
         assert!(term > previous, "led term {term} not above {previous}");
         self.shared.led_term.store(term, Ordering::Release);
+    }
+
+    /// Creates the socket the applier uses to wake this shard (see
+    /// [`ShardLink::request_wake`]) and returns the shard's end, to be polled for
+    /// readability on the shard's ring. Call once, before the applier starts.
+    pub fn wake_socket(&self) -> std::io::Result<UnixStream> {
+        let (shard_end, applier_end) = UnixStream::pair()?;
+        shard_end.set_nonblocking(true)?;
+        applier_end.set_nonblocking(true)?;
+        self.shared
+            .waker
+            .set(applier_end)
+            .map_err(|_| std::io::Error::other("wake socket already created"))?;
+        Ok(shard_end)
+    }
+
+    /// Asks the applier to write to the wake socket after it next advances the applied
+    /// index. Returns false when that index has already moved past `seen` (no need to
+    /// sleep). Release/Acquire on the flag pairs with the applier's store of `applied`.
+    pub fn request_wake(&self, seen: u64) -> bool {
+        self.shared.wake_wanted.store(true, Ordering::Release);
+        // Re-check after raising the flag: an advance between the caller's read and the
+        // flag would otherwise be missed until the next timeout. The fence pairs with the
+        // one in the applier's `wake_shard`.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        self.applied_index() == seen
     }
 
     /// Takes the next leader-role result, in index order.

@@ -170,6 +170,7 @@ impl<S: StateMachine, E: EntrySource> ShardApplier<S, E> {
             .shared
             .applied
             .store(self.applied, Ordering::Release);
+        self.link.shared.wake_shard();
         outcome?;
         assert_eq!(self.applied, last);
         assert_eq!(self.machine.applied_index(), last);

@@ -10,6 +10,9 @@
 //! applied.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -29,6 +32,8 @@ use crate::tuning::IdleStrategy;
 
 /// Token namespace of the log's fdatasync operations on the ring.
 const SYNC_TOKEN_BASE: u64 = 1 << 40;
+/// Token of the poll on the applier's wake-up socket.
+const WAKE_TOKEN: u64 = 1 << 41;
 /// While replies wait for the applier, the shard re-checks the applied watermark this
 /// often instead of sleeping a whole tick.
 const APPLY_POLL: Duration = Duration::from_micros(50);
@@ -105,6 +110,11 @@ struct State {
     frames_rejected: u64,
     proposals: u64,
     sent: SendCounters,
+    /// The shard's end of the applier's wake-up socket, polled on the ring.
+    wake: Option<UnixStream>,
+    wake_armed: bool,
+    /// The applied index the last answer pass saw.
+    applied_seen: u64,
 }
 
 /// A running shard: the core, its log, and the node's transport.
@@ -157,6 +167,9 @@ impl Shard {
                 frames_rejected: 0,
                 proposals: 0,
                 sent: SendCounters::default(),
+                wake: None,
+                wake_armed: false,
+                applied_seen: 0,
             },
         }
     }
@@ -166,6 +179,11 @@ impl Shard {
     pub fn run(mut self, stop: &AtomicBool) -> Result<ShardReport, NodeError> {
         {
             let s = &mut self.state;
+            match s.link.wake_socket() {
+                Ok(sock) => s.wake = Some(sock),
+                // Without it the shard polls the applied watermark instead; slower only.
+                Err(e) => warn!(error = %e, "no applier wake-up socket"),
+            }
             s.replica.start(&mut s.actions);
             s.execute(None, None)?;
         }
@@ -216,7 +234,13 @@ impl Shard {
         let waiting_apply = !self.state.submits.is_empty()
             || self.state.reads.values().any(|r| r.ready_at.is_some())
             || self.state.draining;
-        let wait = if waiting_apply {
+        // Clients wait for the applier: sleep in the ring until the applier writes to the
+        // wake-up socket (or the next tick), unless it already moved on.
+        let woken_by_applier = waiting_apply
+            && self.state.wake_armed
+            && !self.state.draining
+            && self.state.link.request_wake(self.state.applied_seen);
+        let wait = if waiting_apply && !woken_by_applier {
             until_tick.min(APPLY_POLL)
         } else {
             until_tick
@@ -238,6 +262,16 @@ impl Shard {
     /// moved.
     fn after_poll(&mut self) -> Result<bool, NodeError> {
         let s = &mut self.state;
+        if let (Some(sock), false) = (&s.wake, s.wake_armed) {
+            if self
+                .transport
+                .ring()
+                .poll_readable(sock.as_raw_fd(), WAKE_TOKEN)
+                .is_ok()
+            {
+                s.wake_armed = true;
+            }
+        }
         for (conn, why) in s.to_close.drain(..) {
             warn!(shard = s.settings.shard, reason = %why, "closing connection after bad input");
             self.transport.close(conn);
@@ -424,6 +458,17 @@ impl State {
             Event::Frame { conn, .. } => {
                 self.to_close
                     .push((conn, "raft frame from a client".into()));
+                Ok(())
+            }
+            Event::Foreign {
+                token: WAKE_TOKEN, ..
+            } => {
+                self.wake_armed = false;
+                if let Some(sock) = &self.wake {
+                    let mut buf = [0u8; 64];
+                    // Non-blocking: drain what the applier wrote, stop at WouldBlock.
+                    while matches!((&*sock).read(&mut buf), Ok(n) if n > 0) {}
+                }
                 Ok(())
             }
             Event::Foreign { token, result, .. } => self.on_sync_done(token, result),
@@ -777,6 +822,7 @@ impl State {
             }
         }
         let applied = self.link.applied_index();
+        self.applied_seen = applied;
         let mut answered = false;
         while self
             .submits
