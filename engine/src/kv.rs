@@ -210,7 +210,7 @@ fn encode_key(key: &[u8], out: &mut Vec<u8>) {
 ///
 /// The state hash is the wrapping sum of a 64-bit hash of each (key, value) pair: it depends
 /// only on the contents, not on the order of operations, and is updated in O(1) per
-/// command. The pair hash is a fixed FNV-1a plus a SplitMix finaliser, written out here so
+/// command. The pair hash is a fixed word-wise FNV-1a plus a SplitMix finaliser, written out here so
 /// replicas built by different compiler versions agree (std's `DefaultHasher` promises no
 /// stability).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -267,11 +267,15 @@ impl KvStore {
             Command::NoOp => None,
             Command::Put { key, value } => {
                 self.hash = self.hash.wrapping_add(pair_hash(key, value));
-                let previous = self.map.insert(key.to_vec(), value.to_vec());
-                if let Some(previous) = &previous {
-                    self.hash = self.hash.wrapping_sub(pair_hash(key, previous));
+                // Overwrites reuse the stored key and value buffers: no allocation.
+                if let Some(stored) = self.map.get_mut(key) {
+                    self.hash = self.hash.wrapping_sub(pair_hash(key, stored));
+                    stored.clear();
+                    stored.extend_from_slice(value);
+                    return Some(true);
                 }
-                Some(previous.is_some())
+                self.map.insert(key.to_vec(), value.to_vec());
+                Some(false)
             }
             Command::Delete { key } => {
                 let previous = self.map.remove(key);
@@ -315,8 +319,15 @@ impl StateMachine for KvStore {
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
+/// FNV-1a over 8-byte little-endian words (then the tail bytes): an eighth of the
+/// multiplications of the byte-wise form, which dominated applying 256 B values.
 fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
-    for &byte in bytes {
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        hash ^= u64::from_le_bytes(word.try_into().expect("chunks of 8"));
+        hash = hash.wrapping_mul(FNV_PRIME);
+    }
+    for &byte in words.remainder() {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(FNV_PRIME);
     }

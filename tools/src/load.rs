@@ -13,9 +13,14 @@ use engine::kv::Command;
 use hdrhistogram::Histogram;
 use net::wire::ClientStatus;
 
-/// A put whose encoded size is `payload_bytes` (key `k<client>-<seq>`, value padding).
+/// Distinct keys each load client writes: a bounded working set, as in a real database
+/// workload, so the state machine overwrites values instead of growing without bound.
+pub const KEYS_PER_CLIENT: u64 = 1 << 16;
+
+/// A put whose encoded size is `payload_bytes` (key `k<client>-<seq mod KEYS_PER_CLIENT>`,
+/// value padding).
 pub fn put_command(client: u64, seq: u64, payload_bytes: usize) -> Vec<u8> {
-    let key = format!("k{client}-{seq}");
+    let key = format!("k{client}-{}", seq % KEYS_PER_CLIENT);
     // put = 1 opcode + 2 key length + key + 4 value length + value
     let overhead = 1 + 2 + key.len() + 4;
     let value = vec![b'v'; payload_bytes.saturating_sub(overhead)];
