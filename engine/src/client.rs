@@ -150,6 +150,13 @@ impl Client {
         self.leader
     }
 
+    /// Addresses later requests to shard `shard` (each shard is its own Raft group with
+    /// its own leader; the leader guess is reset).
+    pub fn set_shard(&mut self, shard: u32) {
+        self.shard = shard;
+        self.leader = None;
+    }
+
     /// Sets the leader guess.
     pub fn set_leader(&mut self, node: Option<u64>) {
         self.leader = node;

@@ -241,3 +241,73 @@ fn a_killed_leader_is_replaced_and_nothing_acknowledged_is_lost() {
     let converged = wait_converged(&mut cluster, last, STEP);
     assert_eq!(converged.len(), 3, "{converged:?}");
 }
+
+#[test]
+fn two_shards_per_node_spread_their_leaders_and_both_converge() {
+    let text = tuning_with(&[
+        ("count = 1", "count = 2"),
+        ("preferred_leaders = [1]", "preferred_leaders = [1, 2]"),
+        ("shards = [0]\napplier = 1", "shards = [0, 1]\napplier = 1"),
+        ("shards = [1]\napplier = 0", "shards = [1, 0]\napplier = 0"),
+    ]);
+    let mut cluster = Cluster::start(Path::new(RAFTD), &text).expect("start cluster");
+    let mut clients = Vec::new();
+    for shard in 0..2u32 {
+        let mut client = cluster.client(10 + u64::from(shard)).expect("client");
+        client.set_shard(shard);
+        client.wait_connected(STEP).expect("connect");
+        clients.push(client);
+    }
+    // Each shard's preferred leader wins its group: leaders are spread over nodes.
+    let deadline = Instant::now() + STEP;
+    for (shard, expected) in [(0usize, 1u64), (1, 2)] {
+        loop {
+            cluster.check_alive().expect("nodes alive");
+            let r = clients[shard].status(expected, Duration::from_secs(1));
+            if r.as_ref().is_ok_and(|r| r.is_leader()) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "shard {shard}: node {expected} never led: {r:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let mut last = [0u64; 2];
+    for i in 0..100 {
+        for (shard, client) in clients.iter_mut().enumerate() {
+            last[shard] = client
+                .submit(vec![put(i * 2 + shard as u64)], STEP)
+                .expect("submit");
+        }
+    }
+    for (shard, client) in clients.iter_mut().enumerate() {
+        let deadline = Instant::now() + STEP;
+        loop {
+            let seen: Vec<_> = cluster
+                .node_ids()
+                .into_iter()
+                .filter_map(|n| client.status(n, Duration::from_secs(1)).ok())
+                .map(|r| (r.shard, r.applied, r.state_hash))
+                .collect();
+            let done = seen.len() == 3
+                && seen.iter().all(|&(s, applied, h)| {
+                    s == shard as u32 && applied >= last[shard] && h == seen[0].2
+                });
+            if done {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "shard {shard} did not converge: {seen:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let exits = cluster.stop_all(STEP).expect("stop");
+    for exit in exits {
+        assert!(exit.success, "node {} did not drain cleanly", exit.node);
+        assert_eq!(exit.reports.len(), 2, "one report per shard");
+    }
+}

@@ -16,24 +16,27 @@
 
 mod convert;
 mod machine;
+mod port;
 mod shard;
 mod status;
 
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use net::{PeerConfig, RingConfig, Transport, TransportConfig};
+use net::{PeerConfig, Ring, RingConfig, Transport, TransportConfig};
 use storage::{HardStateFile, Log, LogConfig};
 use tracing::info;
 
 pub use convert::{from_wire, to_wire, FrameRejected};
 pub use machine::{LogSource, SharedKv, SourceError};
+use port::Port;
 pub use shard::{Shard, ShardSettings};
 pub use status::ShardReport;
 
-use crate::applier::{self, Applier, ApplierConfig, ShardApplier};
+use crate::applier::{self, Applier, ApplierConfig, ShardApplier, StateMachine};
 use crate::raft::{Config, EntryMeta, HardState, RecoveredState, Replica};
 use crate::spsc::Doorbell;
 use crate::tuning::NodeTuning;
@@ -164,18 +167,18 @@ pub fn shard_dir(tuning: &NodeTuning, shard: u32) -> PathBuf {
     tuning.host.data_dir.join(format!("shard-{shard}"))
 }
 
-/// Runs the node until `stop` is set, then drains and returns each shard's final report.
-pub fn run(
+/// One shard's recovered storage and core, ready to run.
+struct OpenedShard {
+    replica: Replica,
+    log: Log,
+    hard_state: HardStateFile,
+}
+
+fn open_shard(
     tuning: &NodeTuning,
-    stop: &Arc<AtomicBool>,
+    shard_id: u32,
     options: &NodeOptions,
-) -> Result<Vec<ShardReport>, NodeError> {
-    if tuning.cluster.shards.count != 1 {
-        return Err(NodeError::Unsupported(
-            "more than one shard per node (cluster.shards.count > 1)",
-        ));
-    }
-    let shard_id = 0u32;
+) -> Result<OpenedShard, NodeError> {
     let dir = shard_dir(tuning, shard_id);
     std::fs::create_dir_all(&dir).map_err(|e| {
         NodeError::Config(format!(
@@ -189,7 +192,7 @@ pub fn run(
         ..LogConfig::default()
     };
     let log = Log::open(dir.join("log"), log_config)?;
-    let (hard_state_file, hs) = HardStateFile::open(dir.join("hard_state"))?;
+    let (hard_state, hs) = HardStateFile::open(dir.join("hard_state"))?;
     let first = log.first_index();
     let recovered = RecoveredState {
         hard_state: HardState {
@@ -209,6 +212,7 @@ pub fn run(
     };
     info!(
         node = tuning.host.node_id,
+        shard = shard_id,
         first_index = first,
         last_index = log.last_index(),
         term = hs.term,
@@ -219,18 +223,62 @@ pub fn run(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         nanos ^ tuning.host.node_id.rotate_left(32)
-    });
+    }) ^ u64::from(shard_id).rotate_left(48);
     let replica = Replica::new(core_config(tuning, shard_id)?, recovered, seed)
         .map_err(|e| NodeError::Config(format!("raft settings: {e}")))?;
+    Ok(OpenedShard {
+        replica,
+        log,
+        hard_state,
+    })
+}
 
+/// The ring of a shard that reaches the network through shard 0: it carries only the
+/// log's syncs and the wake-up polls.
+fn relay_ring_config() -> RingConfig {
+    RingConfig {
+        sq_entries: 64,
+        cq_entries: 256,
+        inflight_ops_max: 128,
+        registered_files: 0,
+        provided_buffers: false,
+        send_zc: false,
+        ..RingConfig::default()
+    }
+}
+
+/// Runs the node until `stop` is set, then drains and returns each shard's final report.
+///
+/// Every shard runs on its own thread, pinned to its core from the host file, with its own
+/// log, core and io_uring. Shard 0's thread owns the node's transport (one connection per
+/// peer node for all shards, and the client listener) and relays other shards' frames.
+pub fn run(
+    tuning: &NodeTuning,
+    stop: &Arc<AtomicBool>,
+    options: &NodeOptions,
+) -> Result<Vec<ShardReport>, NodeError> {
+    let count = tuning.cluster.shards.count;
+    assert!(count >= 1, "validated: at least one shard");
     let a = &tuning.host.applier;
     let doorbell = Doorbell::new();
-    let (shard_link, applier_link) = applier::link(
-        a.commit_ring_entries as usize,
-        a.result_ring_entries as usize,
-        Some(Arc::clone(&doorbell)),
-    );
-    let kv = SharedKv::new();
+    let mut parts = Vec::with_capacity(count as usize);
+    let mut appliers = Vec::with_capacity(count as usize);
+    for shard_id in 0..count {
+        let opened = open_shard(tuning, shard_id, options)?;
+        let (shard_link, applier_link) = applier::link(
+            a.commit_ring_entries as usize,
+            a.result_ring_entries as usize,
+            Some(Arc::clone(&doorbell)),
+        );
+        let kv = SharedKv::new();
+        appliers.push(ShardApplier::new(
+            shard_id as usize,
+            applier_link,
+            kv.clone(),
+            LogSource::new(opened.log.reader()),
+        ));
+        parts.push((shard_id, opened, shard_link, kv));
+    }
     let applier = Applier::new(
         ApplierConfig {
             idle: tuning.host.idle,
@@ -239,16 +287,10 @@ pub fn run(
             core: Some(tuning.host.cores.applier),
         },
         doorbell,
-        vec![ShardApplier::new(
-            shard_id as usize,
-            applier_link,
-            kv.clone(),
-            LogSource::new(log.reader()),
-        )],
-    );
-    let applier = applier
-        .spawn()
-        .map_err(|e| NodeError::Thread("applier", e.to_string()))?;
+        appliers,
+    )
+    .spawn()
+    .map_err(|e| NodeError::Thread("applier", e.to_string()))?;
 
     let member = tuning.member();
     let transport = Transport::bind_with_clients(
@@ -256,47 +298,89 @@ pub fn run(
         member.peer_addr,
         member.client_addr,
     )?;
-    let settings = ShardSettings {
-        shard: shard_id,
-        node_id: tuning.host.node_id,
-        tick: Duration::from_millis(tuning.cluster.raft.tick_interval_ms.max(1)),
-        idle: tuning.host.idle,
-        fsync: tuning.cluster.durability.fsync,
-        client_queue_depth: tuning.host.client.queue_depth as usize,
-        frame_records_bytes_max: tuning.cluster.replication.frame_bytes_max as usize / 2,
-        drain_timeout: options.drain_timeout,
-    };
-    let core = tuning.host.cores.shards[shard_id as usize];
-    let shard = Shard::new(
-        settings,
-        replica,
-        log,
-        hard_state_file,
-        shard_link,
-        kv,
-        transport,
-    );
-    let stop_shard = Arc::clone(stop);
-    let handle = std::thread::Builder::new()
-        .name(format!("shard-{shard_id}"))
-        .spawn(move || {
-            if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-                tracing::warn!(core, "could not pin the shard thread");
-            }
-            shard.run(&stop_shard)
-        })
-        .map_err(|e| NodeError::Thread("shard", e.to_string()))?;
-    let shard_result = handle
-        .join()
-        .map_err(|_| NodeError::Thread("shard", "panicked".into()))?;
+    let mut ports = Vec::with_capacity(count as usize);
+    if count > 1 {
+        let (hub_read, hub_write) =
+            UnixStream::pair().map_err(|e| NodeError::Thread("relay", e.to_string()))?;
+        let mut hubs = Vec::new();
+        let mut relays = Vec::new();
+        for shard_id in 1..count {
+            let ring = Ring::new(&relay_ring_config()).map_err(net::TransportError::from)?;
+            let write = hub_write
+                .try_clone()
+                .map_err(|e| NodeError::Thread("relay", e.to_string()))?;
+            let (hub, relay) = port::relay_pair(shard_id, ring, write)
+                .map_err(|e| NodeError::Thread("relay", e.to_string()))?;
+            hubs.push(hub);
+            relays.push(Port::Relay(Box::new(relay)));
+        }
+        ports.push(Port::net(transport, hubs, Some(hub_read)));
+        ports.extend(relays);
+    } else {
+        ports.push(Port::net(transport, Vec::new(), None));
+    }
+
+    // Shard 0 carries everyone's traffic: it stops last, after the others drained.
+    let others_running = Arc::new(AtomicUsize::new(count as usize - 1));
+    let mut handles = Vec::with_capacity(count as usize);
+    for ((shard_id, opened, shard_link, kv), port) in parts.into_iter().zip(ports) {
+        let settings = ShardSettings {
+            shard: shard_id,
+            node_id: tuning.host.node_id,
+            tick: Duration::from_millis(tuning.cluster.raft.tick_interval_ms.max(1)),
+            idle: tuning.host.idle,
+            fsync: tuning.cluster.durability.fsync,
+            client_queue_depth: tuning.host.client.queue_depth as usize,
+            frame_records_bytes_max: tuning.cluster.replication.frame_bytes_max as usize / 2,
+            drain_timeout: options.drain_timeout,
+        };
+        let core = tuning.host.cores.shards[shard_id as usize];
+        let shard = Shard::new(
+            settings,
+            opened.replica,
+            opened.log,
+            opened.hard_state,
+            shard_link,
+            kv,
+            port,
+        );
+        let stop_shard = Arc::clone(stop);
+        let others = Arc::clone(&others_running);
+        let handle = std::thread::Builder::new()
+            .name(format!("shard-{shard_id}"))
+            .spawn(move || {
+                if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                    tracing::warn!(core, "could not pin the shard thread");
+                }
+                if shard_id == 0 {
+                    shard.run(&stop_shard, Some(&others))
+                } else {
+                    let result = shard.run(&stop_shard, None);
+                    others.fetch_sub(1, Ordering::AcqRel);
+                    result
+                }
+            })
+            .map_err(|e| NodeError::Thread("shard", e.to_string()))?;
+        handles.push(handle);
+    }
+    let mut results = Vec::with_capacity(handles.len());
+    for handle in handles {
+        results.push(
+            handle
+                .join()
+                .map_err(|_| NodeError::Thread("shard", "panicked".into()))?,
+        );
+    }
     let machines = applier.stop()?;
-    let mut report = shard_result?;
-    // The applier has stopped after applying everything published: report its final state.
-    if let Some(kv) = machines.first() {
+    let mut reports = Vec::with_capacity(results.len());
+    for (result, kv) in results.into_iter().zip(machines) {
+        let mut report = result?;
+        // The applier has stopped after applying everything published: report its
+        // final state.
         let store = kv.lock();
-        use crate::applier::StateMachine;
         report.applied = store.applied_index();
         report.state_hash = store.state_hash();
+        reports.push(report);
     }
-    Ok(vec![report])
+    Ok(reports)
 }

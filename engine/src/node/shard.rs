@@ -13,17 +13,18 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use net::wire::{ArchivedClientMessage, ClientMessage, ClientStatus};
-use net::{ConnId, Dest, Event, Idle, Origin, SendError, Transport};
+use net::{ConnId, Dest, Event, Idle, Origin, SendError};
 use quanta::Instant;
 use storage::{HardStateFile, Log, PendingSync, RecordRun};
 use tracing::{debug, info, warn};
 
 use super::convert::{from_wire, to_wire};
 use super::machine::SharedKv;
+use super::port::Port;
 use super::status::{shard_status, SendCounters, ShardReport};
 use super::NodeError;
 use crate::applier::ShardLink;
@@ -119,7 +120,7 @@ struct State {
 
 /// A running shard: the core, its log, and the node's transport.
 pub struct Shard {
-    transport: Transport,
+    port: Port,
     state: State,
 }
 
@@ -140,10 +141,10 @@ impl Shard {
         hard_state: HardStateFile,
         link: ShardLink,
         kv: SharedKv,
-        transport: Transport,
+        port: Port,
     ) -> Self {
         Shard {
-            transport,
+            port,
             state: State {
                 settings,
                 replica,
@@ -176,7 +177,13 @@ impl Shard {
 
     /// Runs until `stop` is set, then drains: no new requests, pending ones answered,
     /// followers given (bounded) time to catch up, everything synced and applied.
-    pub fn run(mut self, stop: &AtomicBool) -> Result<ShardReport, NodeError> {
+    /// `others_running` (shard 0 only) counts the other shards still running: shard 0
+    /// carries their traffic, so it keeps serving until they have drained.
+    pub fn run(
+        mut self,
+        stop: &AtomicBool,
+        others_running: Option<&AtomicUsize>,
+    ) -> Result<ShardReport, NodeError> {
         {
             let s = &mut self.state;
             match s.link.wake_socket() {
@@ -205,7 +212,13 @@ impl Shard {
                 drain_deadline = Some(now + self.state.settings.drain_timeout);
             }
             if let Some(deadline) = drain_deadline {
-                if self.state.drained() || now >= deadline {
+                let others_done = others_running.is_none_or(|n| n.load(Ordering::Acquire) == 0);
+                // The others are bounded by their own drain timeout.
+                let hard_deadline = deadline + self.state.settings.drain_timeout;
+                if (self.state.drained() && others_done)
+                    || now >= hard_deadline
+                    || (now >= deadline && others_done)
+                {
                     if now >= deadline {
                         warn!(shard = self.state.settings.shard, "drain timed out");
                     }
@@ -214,10 +227,7 @@ impl Shard {
             }
             let idle = self.idle(now, next_tick, last_work);
             let state = &mut self.state;
-            let worked = self
-                .transport
-                .poll(idle, |event| state.on_event(event))
-                .map_err(NodeError::Transport)?;
+            let worked = self.port.poll(idle, |event| state.on_event(event))?;
             if let Some(e) = self.state.fatal.take() {
                 return Err(e);
             }
@@ -264,7 +274,7 @@ impl Shard {
         let s = &mut self.state;
         if let (Some(sock), false) = (&s.wake, s.wake_armed) {
             if self
-                .transport
+                .port
                 .ring()
                 .poll_readable(sock.as_raw_fd(), WAKE_TOKEN)
                 .is_ok()
@@ -274,7 +284,7 @@ impl Shard {
         }
         for (conn, why) in s.to_close.drain(..) {
             warn!(shard = s.settings.shard, reason = %why, "closing connection after bad input");
-            self.transport.close(conn);
+            self.port.close(conn);
         }
         if s.persist_now {
             s.persist_now = false;
@@ -291,8 +301,8 @@ impl Shard {
         let s = &mut self.state;
         for (conn, reply) in s.replies.drain(..) {
             match self
-                .transport
-                .send(Dest::Conn(conn), s.settings.shard, &reply, &[])
+                .port
+                .send_client(Dest::Conn(conn), s.settings.shard, &reply)
             {
                 Ok(()) => {}
                 Err(e) => debug!(error = %e, "client reply dropped"),
@@ -316,7 +326,7 @@ impl Shard {
         };
         let fds = pending.fds().to_vec();
         for (i, fd) in fds.iter().enumerate() {
-            self.transport
+            self.port
                 .ring()
                 .fdatasync(*fd, SYNC_TOKEN_BASE + i as u64)
                 .map_err(|e| NodeError::Transport(e.into()))?;
@@ -345,14 +355,14 @@ impl Shard {
             } = &msg.body
             else {
                 let wire = to_wire(&msg, last_index);
-                if let Err(e) = self.transport.send(Dest::Peer(to), shard, &wire, &[]) {
+                if let Err(e) = self.port.send_raft(Dest::Peer(to), shard, &wire, &[]) {
                     log_send_error(to, e);
                 }
                 continue;
             };
             if entries.is_empty() {
                 let wire = to_wire(&msg, last_index);
-                if let Err(e) = self.transport.send(Dest::Peer(to), shard, &wire, &[]) {
+                if let Err(e) = self.port.send_raft(Dest::Peer(to), shard, &wire, &[]) {
                     log_send_error(to, e);
                 }
                 continue;
@@ -389,8 +399,8 @@ impl Shard {
                 };
                 let wire = to_wire(&piece, last_index);
                 if let Err(e) = self
-                    .transport
-                    .send(Dest::Peer(to), shard, &wire, run.bytes())
+                    .port
+                    .send_raft(Dest::Peer(to), shard, &wire, run.bytes())
                 {
                     log_send_error(to, e);
                     break;
@@ -424,6 +434,8 @@ impl Shard {
             shard = s.settings.shard,
             commit = report.commit,
             applied = report.applied,
+            relay_drops = self.port.relay_drops(),
+            frames_rejected = s.frames_rejected,
             "shard stopped"
         );
         Ok(report)
