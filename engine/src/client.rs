@@ -34,12 +34,14 @@ pub enum Reply {
         request_id: u64,
         status: ClientStatus,
         leader_hint: Option<u64>,
+        leader_addr: Option<String>,
         index: u64,
     },
     Read {
         request_id: u64,
         status: ClientStatus,
         leader_hint: Option<u64>,
+        leader_addr: Option<String>,
         value: Option<Vec<u8>>,
     },
     Status {
@@ -447,22 +449,26 @@ fn owned_reply(m: &ArchivedClientMessage) -> Option<Reply> {
             request_id,
             status,
             leader_hint,
+            leader_addr,
             index,
         } => Reply::Submit {
             request_id: request_id.to_native(),
             status: status_of(status),
             leader_hint: leader_hint.as_ref().map(|h| h.to_native()),
+            leader_addr: leader_addr.as_ref().map(|a| a.as_str().to_owned()),
             index: index.to_native(),
         },
         ArchivedClientMessage::ReadReply {
             request_id,
             status,
             leader_hint,
+            leader_addr,
             value,
         } => Reply::Read {
             request_id: request_id.to_native(),
             status: status_of(status),
             leader_hint: leader_hint.as_ref().map(|h| h.to_native()),
+            leader_addr: leader_addr.as_ref().map(|a| a.as_str().to_owned()),
             value: value.as_ref().map(|v| v.as_slice().to_vec()),
         },
         ArchivedClientMessage::StatusReply { request_id, status } => {

@@ -227,6 +227,8 @@ pub enum ClientMessage {
         status: ClientStatus,
         /// Leader node id when known.
         leader_hint: Option<u64>,
+        /// The leader's client address when known (`NotLeader`: where to retry).
+        leader_addr: Option<String>,
         /// Log index of the last command of the batch when `Ok`.
         index: u64,
     },
@@ -245,6 +247,8 @@ pub enum ClientMessage {
         status: ClientStatus,
         /// Leader node id when known.
         leader_hint: Option<u64>,
+        /// The leader's client address when known (`NotLeader`: where to retry).
+        leader_addr: Option<String>,
         /// Value when present.
         value: Option<Vec<u8>>,
     },

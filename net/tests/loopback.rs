@@ -552,6 +552,7 @@ fn client_submits_and_gets_reply() {
         request_id: 11,
         status: ClientStatus::Ok,
         leader_hint: Some(2),
+        leader_addr: Some("127.0.0.1:7202".into()),
         index: 3,
     };
     b.send(Dest::Conn(conn), 0, &reply, &[]).unwrap();

@@ -9,8 +9,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use engine::client::Reply;
 use engine::kv::Command as KvCommand;
 use engine::tuning::LOCAL_TOML;
+use net::wire::ClientStatus;
 use tools::launcher::Cluster;
 
 const RAFTD: &str = env!("CARGO_BIN_EXE_raftd");
@@ -73,6 +75,41 @@ fn three_nodes_elect_replicate_survive_a_follower_restart_and_converge() {
     let leader = cluster.wait_leader(&mut client, STEP).expect("leader");
     // The embedded file prefers node 1 for shard 0.
     assert_eq!(leader, 1, "the preferred leader wins the first election");
+
+    // A follower refuses a submit and names the leader and its client address.
+    let follower = cluster
+        .node_ids()
+        .into_iter()
+        .find(|&n| n != leader)
+        .expect("follower");
+    client.set_leader(Some(follower));
+    let id = client.send_submit(vec![put(0)]).expect("send to follower");
+    let leader_addr = cluster.tuning.cluster.members[0].client_addr.to_string();
+    let deadline = Instant::now() + STEP;
+    let mut redirect = None;
+    while redirect.is_none() && Instant::now() < deadline {
+        client
+            .poll(Duration::from_millis(10), |r| {
+                if r.request_id() == id {
+                    redirect = Some(r);
+                }
+            })
+            .expect("poll");
+    }
+    match redirect.expect("the follower answered") {
+        Reply::Submit {
+            status,
+            leader_hint,
+            leader_addr: addr,
+            ..
+        } => {
+            assert_eq!(status, ClientStatus::NotLeader);
+            assert_eq!(leader_hint, Some(leader));
+            assert_eq!(addr, Some(leader_addr));
+        }
+        other => panic!("unexpected reply {other:?}"),
+    }
+    client.set_leader(Some(leader));
 
     let mut last = 0;
     for i in 0..200 {

@@ -333,6 +333,12 @@ pub fn run(
             client_queue_depth: tuning.host.client.queue_depth as usize,
             frame_records_bytes_max: tuning.cluster.replication.frame_bytes_max as usize / 2,
             drain_timeout: options.drain_timeout,
+            client_addrs: tuning
+                .cluster
+                .members
+                .iter()
+                .map(|m| (m.node_id, m.client_addr))
+                .collect(),
         };
         let core = tuning.host.cores.shards[shard_id as usize];
         let shard = Shard::new(

@@ -53,6 +53,8 @@ pub struct ShardSettings {
     pub frame_records_bytes_max: usize,
     /// How long a graceful stop waits for followers to catch up.
     pub drain_timeout: Duration,
+    /// Every member's client address, for redirects to the leader.
+    pub client_addrs: Vec<(u64, std::net::SocketAddr)>,
 }
 
 /// A client request whose entries were proposed and are waiting to be applied.
@@ -596,6 +598,16 @@ impl State {
         }
     }
 
+    /// The known leader's client address, for redirects.
+    fn leader_addr(&self) -> Option<String> {
+        let leader = self.replica.leader()?;
+        self.settings
+            .client_addrs
+            .iter()
+            .find(|(node, _)| *node == leader)
+            .map(|(_, addr)| addr.to_string())
+    }
+
     fn reply(&mut self, conn: ConnId, request_id: u64, status: ClientStatus, index: u64) {
         self.replies.push((
             conn,
@@ -603,6 +615,7 @@ impl State {
                 request_id,
                 status,
                 leader_hint: self.replica.leader(),
+                leader_addr: self.leader_addr(),
                 index,
             },
         ));
@@ -700,6 +713,7 @@ impl State {
                 request_id,
                 status,
                 leader_hint: self.replica.leader(),
+                leader_addr: self.leader_addr(),
                 value,
             },
         ));

@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! raftctl check-tuning FILE...                    validate tuning files as raftd does
-//! raftctl status --local FILE                     per node: role, term, commit, applied, lag
-//! raftctl transfer-leader --local FILE --to N     move leadership of shard 0 to node N
+//! raftctl status --tuning FILE [--shard S]        per node: role, term, commit, applied, lag
+//! raftctl transfer-leader --tuning FILE --to N    move leadership of a shard (--shard) to node N
 //! raftctl inspect-log DIR                         verify a log's checksums, print ranges
 //! ```
 //!
@@ -33,6 +33,9 @@ struct Target {
     /// How long to wait for answers, in milliseconds.
     #[arg(long, default_value_t = 3000)]
     timeout_ms: u64,
+    /// Which shard (Raft group) to address.
+    #[arg(long, default_value_t = 0)]
+    shard: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -50,7 +53,7 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Ask the current leader to hand leadership to node `to`.
+    /// Ask the shard's current leader to hand leadership to node `to`.
     TransferLeader {
         #[command(flatten)]
         target: Target,
@@ -101,6 +104,7 @@ fn connect(target: &Target) -> Result<(Client, Vec<u64>), String> {
     // Client ids live above node ids: the transport tells connections apart by them.
     let client_id = u64::from(std::process::id()) | 1 << 40;
     let mut client = Client::connect_cluster(&cluster, client_id).map_err(|e| e.to_string())?;
+    client.set_shard(target.shard);
     client
         .wait_connected(Duration::from_millis(target.timeout_ms))
         .map_err(|e| e.to_string())?;
@@ -165,7 +169,10 @@ fn transfer(target: &Target, to: u64) -> Result<(), String> {
     client
         .transfer_leader(leader, to, timeout)
         .map_err(|e| e.to_string())?;
-    println!("leader {leader} is handing shard 0 to node {to}");
+    println!(
+        "leader {leader} is handing shard {} to node {to}",
+        target.shard
+    );
     Ok(())
 }
 
