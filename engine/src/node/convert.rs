@@ -160,9 +160,8 @@ pub fn from_wire<'p>(
     Ok((msg, run))
 }
 
-/// The wire header of a core message. For AppendEntries, `count` is the number of
-/// records the caller attaches (which may be a prefix of the core's batch when the batch
-/// crosses a segment boundary; the caller then sends the rest as a second message).
+/// The wire header of a core message. For AppendEntries, `count` is the core's batch
+/// size; the shard builds the headers of batches it splits at segment boundaries itself.
 pub fn to_wire(m: &Message, last_index: u64) -> RaftMessage {
     let body = match &m.body {
         MessageBody::PreVote {

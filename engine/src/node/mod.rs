@@ -54,8 +54,6 @@ pub enum NodeError {
     Config(String),
     #[error("corrupt data: {0}")]
     Corrupt(String),
-    #[error("{0} is not supported yet")]
-    Unsupported(&'static str),
     #[error("thread {0}: {1}")]
     Thread(&'static str, String),
 }

@@ -61,6 +61,8 @@ pub(crate) struct Hub {
     to_shard: Producer<Inbound>,
     from_shard: Consumer<Outbound>,
     wake_shard: UnixStream,
+    /// Frames were queued for the shard since its socket was last rung.
+    bell: bool,
     dropped: u64,
 }
 
@@ -73,6 +75,8 @@ pub(crate) struct Relay {
     wake_hub: UnixStream,
     wake_me: UnixStream,
     armed: bool,
+    /// Frames were queued for shard 0 since its socket was last rung.
+    bell: bool,
     dropped: u64,
     done: Vec<net::Completion>,
 }
@@ -95,6 +99,7 @@ pub(crate) fn relay_pair(
             to_shard,
             from_shard,
             wake_shard,
+            bell: false,
             dropped: 0,
         },
         Relay {
@@ -104,6 +109,7 @@ pub(crate) fn relay_pair(
             wake_hub: hub_wake,
             wake_me,
             armed: false,
+            bell: false,
             dropped: 0,
             done: Vec::new(),
         },
@@ -271,6 +277,10 @@ impl NetPort {
         if woken {
             self.armed = false;
         }
+        // One wake-up per shard and turn, however many frames it was handed.
+        for hub in hubs_with_bell(&mut self.hubs) {
+            ring_bell(&hub.wake_shard);
+        }
         self.forward_outbound();
         Ok(n)
     }
@@ -334,17 +344,23 @@ fn forward(
     if hub.to_shard.push(item).is_err() {
         hub.dropped += 1;
     }
-    ring_bell(&hub.wake_shard);
+    hub.bell = true;
+}
+
+/// The hubs with frames queued since their last wake-up, their flag cleared.
+fn hubs_with_bell(hubs: &mut [Hub]) -> impl Iterator<Item = &mut Hub> {
+    hubs.iter_mut()
+        .filter_map(|h| std::mem::take(&mut h.bell).then_some(h))
 }
 
 impl Relay {
     fn push(&mut self, out: Outbound) -> Result<(), SendError> {
-        let result = self.outbound.push(out).map_err(|_| {
+        // Shard 0 is woken once per turn, in `poll`, before this shard may sleep.
+        self.bell = true;
+        self.outbound.push(out).map_err(|_| {
             self.dropped += 1;
             SendError::QueueFull
-        });
-        ring_bell(&self.wake_hub);
-        result
+        })
     }
 
     fn poll(
@@ -352,6 +368,9 @@ impl Relay {
         idle: Idle,
         on_event: &mut dyn FnMut(Event<'_>),
     ) -> Result<usize, NodeError> {
+        if std::mem::take(&mut self.bell) {
+            ring_bell(&self.wake_hub);
+        }
         if !self.armed {
             self.ring
                 .poll_readable(self.wake_me.as_raw_fd(), RELAY_WAKE_TOKEN)

@@ -16,7 +16,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use net::wire::{ArchivedClientMessage, ClientMessage, ClientStatus};
+use net::wire::{ArchivedClientMessage, ClientMessage, ClientStatus, RaftBody, RaftMessage};
 use net::{ConnId, Dest, Event, Idle, Origin, SendError};
 use quanta::Instant;
 use storage::{HardStateFile, Log, PendingSync, RecordRun};
@@ -111,7 +111,6 @@ struct State {
     draining: bool,
     fatal: Option<NodeError>,
     frames_rejected: u64,
-    proposals: u64,
     sent: SendCounters,
     /// The shard's end of the applier's wake-up socket, polled on the ring.
     wake: Option<UnixStream>,
@@ -168,7 +167,6 @@ impl Shard {
                 draining: false,
                 fatal: None,
                 frames_rejected: 0,
-                proposals: 0,
                 sent: SendCounters::default(),
                 wake: None,
                 wake_armed: false,
@@ -326,15 +324,14 @@ impl Shard {
                 .on_persisted(durable.index, durable.term, &mut s.actions);
             return s.execute(None, None);
         };
-        let fds = pending.fds().to_vec();
-        for (i, fd) in fds.iter().enumerate() {
+        for (i, &fd) in pending.fds().iter().enumerate() {
             self.port
                 .ring()
-                .fdatasync(*fd, SYNC_TOKEN_BASE + i as u64)
+                .fdatasync(fd, SYNC_TOKEN_BASE + i as u64)
                 .map_err(|e| NodeError::Transport(e.into()))?;
         }
         self.state.inflight_sync = Some(InflightSync {
-            results: vec![None; fds.len()],
+            results: vec![None; pending.fds().len()],
             pending,
         });
         Ok(())
@@ -349,28 +346,23 @@ impl Shard {
         let last_index = s.log.last_index();
         for msg in s.outbox.drain(..) {
             let to = msg.to;
-            let MessageBody::AppendEntries {
-                prev_index,
-                prev_term,
-                commit,
-                entries,
-            } = &msg.body
-            else {
-                let wire = to_wire(&msg, last_index);
-                if let Err(e) = self.port.send_raft(Dest::Peer(to), shard, &wire, &[]) {
-                    log_send_error(to, e);
+            let (prev_index, prev_term, commit, count) = match &msg.body {
+                MessageBody::AppendEntries {
+                    prev_index,
+                    prev_term,
+                    commit,
+                    entries,
+                } if !entries.is_empty() => (*prev_index, *prev_term, *commit, entries.len()),
+                _ => {
+                    let wire = to_wire(&msg, last_index);
+                    if let Err(e) = self.port.send_raft(Dest::Peer(to), shard, &wire, &[]) {
+                        log_send_error(to, e);
+                    }
+                    continue;
                 }
-                continue;
             };
-            if entries.is_empty() {
-                let wire = to_wire(&msg, last_index);
-                if let Err(e) = self.port.send_raft(Dest::Peer(to), shard, &wire, &[]) {
-                    log_send_error(to, e);
-                }
-                continue;
-            }
-            let last = prev_index + entries.len() as u64;
-            let (mut prev, mut prev_t) = (*prev_index, *prev_term);
+            let last = prev_index + count as u64;
+            let (mut prev, mut prev_t) = (prev_index, prev_term);
             while prev < last {
                 let run = match s
                     .log
@@ -386,20 +378,19 @@ impl Shard {
                     }
                 };
                 let (run_last, run_last_term) = run.last().expect("read_run returns >= 1 record");
-                let count = (run_last - prev) as usize;
-                let offset = (prev - prev_index) as usize;
-                let piece = Message {
+                let records = run_last - prev;
+                // The header straight from the range: the records carry their own terms.
+                let wire = RaftMessage {
                     from: msg.from,
                     to,
                     term: msg.term,
-                    body: MessageBody::AppendEntries {
+                    body: RaftBody::AppendEntries {
                         prev_index: prev,
                         prev_term: prev_t,
-                        commit: *commit,
-                        entries: entries[offset..offset + count].to_vec(),
+                        commit,
+                        count: u32::try_from(records).expect("batch_entries_max fits u32"),
                     },
                 };
-                let wire = to_wire(&piece, last_index);
                 if let Err(e) = self
                     .port
                     .send_raft(Dest::Peer(to), shard, &wire, run.bytes())
@@ -408,7 +399,7 @@ impl Shard {
                     break;
                 }
                 s.sent.append_msgs += 1;
-                s.sent.append_entries += count as u64;
+                s.sent.append_entries += records;
                 prev = run_last;
                 prev_t = run_last_term;
             }
@@ -644,7 +635,6 @@ impl State {
         }
         match self.replica.propose(&lens, &mut self.actions) {
             Ok((term, first_index)) => {
-                self.proposals += 1;
                 self.submits.push_back(PendingSubmit {
                     conn,
                     request_id,
