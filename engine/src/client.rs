@@ -27,45 +27,9 @@ pub enum ClientError {
     Send(#[from] net::SendError),
 }
 
-/// A reply, owned (copied out of the receive buffer).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reply {
-    Submit {
-        request_id: u64,
-        status: ClientStatus,
-        leader_hint: Option<u64>,
-        leader_addr: Option<String>,
-        index: u64,
-    },
-    Read {
-        request_id: u64,
-        status: ClientStatus,
-        leader_hint: Option<u64>,
-        leader_addr: Option<String>,
-        value: Option<Vec<u8>>,
-    },
-    Status {
-        request_id: u64,
-        report: ShardReport,
-    },
-    Admin {
-        request_id: u64,
-        status: ClientStatus,
-        leader_hint: Option<u64>,
-        detail: String,
-    },
-}
-
-impl Reply {
-    pub fn request_id(&self) -> u64 {
-        match self {
-            Reply::Submit { request_id, .. }
-            | Reply::Read { request_id, .. }
-            | Reply::Status { request_id, .. }
-            | Reply::Admin { request_id, .. } => *request_id,
-        }
-    }
-}
+/// A reply, owned (deserialized out of the receive buffer): one of the reply kinds of
+/// [`ClientMessage`] (`Reply`, `ReadReply`, `StatusReply`, `AdminReply`).
+pub type Reply = ClientMessage;
 
 /// A connection to every node of a cluster.
 pub struct Client {
@@ -251,22 +215,22 @@ impl Client {
 
     fn learn_leader(&mut self, node: u64, reply: &Reply) {
         let (status, hint) = match reply {
-            Reply::Submit {
+            Reply::Reply {
                 status,
                 leader_hint,
                 ..
             }
-            | Reply::Read {
+            | Reply::ReadReply {
                 status,
                 leader_hint,
                 ..
             }
-            | Reply::Admin {
+            | Reply::AdminReply {
                 status,
                 leader_hint,
                 ..
             } => (*status, *leader_hint),
-            Reply::Status { .. } => return,
+            _ => return,
         };
         match status {
             ClientStatus::Ok => self.leader = Some(node),
@@ -335,16 +299,16 @@ impl Client {
             timeout,
             |c| c.send_submit(payloads.clone()),
             |reply| match reply {
-                Reply::Submit {
+                Reply::Reply {
                     status: ClientStatus::Ok,
                     index,
                     ..
                 } => Ok(Some(index)),
-                Reply::Submit {
+                Reply::Reply {
                     status: ClientStatus::Rejected,
                     ..
                 } => Err(ClientError::Refused("rejected by the state machine".into())),
-                Reply::Submit { .. } => Ok(None),
+                Reply::Reply { .. } => Ok(None),
                 other => Err(ClientError::Refused(format!("unexpected reply {other:?}"))),
             },
         )
@@ -356,12 +320,12 @@ impl Client {
             timeout,
             |c| c.send_read(key.to_vec()),
             |reply| match reply {
-                Reply::Read {
+                Reply::ReadReply {
                     status: ClientStatus::Ok,
                     value,
                     ..
                 } => Ok(Some(value)),
-                Reply::Read { .. } => Ok(None),
+                Reply::ReadReply { .. } => Ok(None),
                 other => Err(ClientError::Refused(format!("unexpected reply {other:?}"))),
             },
         )
@@ -389,7 +353,7 @@ impl Client {
         }
         self.send(node, &ClientMessage::Status { request_id })?;
         match self.wait_for(request_id, deadline) {
-            Ok(Reply::Status { report, .. }) => Ok(report),
+            Ok(Reply::StatusReply { status, .. }) => Ok(status),
             Ok(other) => Err(ClientError::Refused(format!("unexpected reply {other:?}"))),
             Err(ClientError::Timeout(_)) => Err(ClientError::Timeout(timeout)),
             Err(e) => Err(e),
@@ -408,11 +372,11 @@ impl Client {
         self.next_request += 1;
         self.send(via, &ClientMessage::TransferLeader { request_id, to })?;
         match self.wait_for(request_id, deadline) {
-            Ok(Reply::Admin {
+            Ok(Reply::AdminReply {
                 status: ClientStatus::Ok,
                 ..
             }) => Ok(()),
-            Ok(Reply::Admin {
+            Ok(Reply::AdminReply {
                 status,
                 detail,
                 leader_hint,
@@ -439,57 +403,17 @@ pub fn client_members(cluster: &crate::tuning::ClusterConfig) -> Vec<PeerConfig>
         .collect()
 }
 
-fn status_of(s: &net::wire::ArchivedClientStatus) -> ClientStatus {
-    rkyv::deserialize::<ClientStatus, rkyv::rancor::Error>(s).expect("validated enum")
-}
-
+/// The owned form of a reply frame; `None` for request kinds, which a node never sends
+/// to a client.
 fn owned_reply(m: &ArchivedClientMessage) -> Option<Reply> {
-    Some(match m {
-        ArchivedClientMessage::Reply {
-            request_id,
-            status,
-            leader_hint,
-            leader_addr,
-            index,
-        } => Reply::Submit {
-            request_id: request_id.to_native(),
-            status: status_of(status),
-            leader_hint: leader_hint.as_ref().map(|h| h.to_native()),
-            leader_addr: leader_addr.as_ref().map(|a| a.as_str().to_owned()),
-            index: index.to_native(),
-        },
-        ArchivedClientMessage::ReadReply {
-            request_id,
-            status,
-            leader_hint,
-            leader_addr,
-            value,
-        } => Reply::Read {
-            request_id: request_id.to_native(),
-            status: status_of(status),
-            leader_hint: leader_hint.as_ref().map(|h| h.to_native()),
-            leader_addr: leader_addr.as_ref().map(|a| a.as_str().to_owned()),
-            value: value.as_ref().map(|v| v.as_slice().to_vec()),
-        },
-        ArchivedClientMessage::StatusReply { request_id, status } => {
-            let s: net::wire::ShardStatus =
-                rkyv::deserialize::<_, rkyv::rancor::Error>(status).expect("validated");
-            Reply::Status {
-                request_id: request_id.to_native(),
-                report: ShardReport::from_wire(&s),
-            }
-        }
-        ArchivedClientMessage::AdminReply {
-            request_id,
-            status,
-            leader_hint,
-            detail,
-        } => Reply::Admin {
-            request_id: request_id.to_native(),
-            status: status_of(status),
-            leader_hint: leader_hint.as_ref().map(|h| h.to_native()),
-            detail: detail.as_str().to_owned(),
-        },
-        _ => return None,
-    })
+    let reply = rkyv::deserialize::<ClientMessage, rkyv::rancor::Error>(m)
+        .expect("frames are validated before they are handed over");
+    matches!(
+        reply,
+        ClientMessage::Reply { .. }
+            | ClientMessage::ReadReply { .. }
+            | ClientMessage::StatusReply { .. }
+            | ClientMessage::AdminReply { .. }
+    )
+    .then_some(reply)
 }

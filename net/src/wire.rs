@@ -284,8 +284,35 @@ pub enum ClientMessage {
     },
 }
 
-/// One shard's state on one node, for status tools and convergence checks.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+impl ClientMessage {
+    /// The request id the message carries (every client message has one).
+    pub fn request_id(&self) -> u64 {
+        match self {
+            ClientMessage::Submit { request_id, .. }
+            | ClientMessage::Reply { request_id, .. }
+            | ClientMessage::Read { request_id, .. }
+            | ClientMessage::ReadReply { request_id, .. }
+            | ClientMessage::Status { request_id }
+            | ClientMessage::StatusReply { request_id, .. }
+            | ClientMessage::TransferLeader { request_id, .. }
+            | ClientMessage::AdminReply { request_id, .. } => *request_id,
+        }
+    }
+}
+
+/// One shard's state on one node, for status tools and convergence checks. Also the
+/// JSON status line a node prints when it stops (hence the serde derives).
+#[derive(
+    Archive,
+    Serialize,
+    Deserialize,
+    serde::Serialize,
+    serde::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+)]
 #[rkyv(derive(Debug))]
 pub struct ShardStatus {
     /// Answering node.
@@ -316,8 +343,26 @@ pub struct ShardStatus {
     pub append_entries_sent: u64,
 }
 
+impl ShardStatus {
+    /// Whether the answering node leads the shard.
+    pub fn is_leader(&self) -> bool {
+        self.role == "leader"
+    }
+}
+
 /// A follower's replication progress as its leader sees it.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Archive,
+    Serialize,
+    Deserialize,
+    serde::Serialize,
+    serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+)]
 #[rkyv(derive(Debug))]
 pub struct FollowerStatus {
     /// Follower node.

@@ -161,7 +161,7 @@ pub fn closed_loop(
                     let mut replies = Vec::new();
                     client.poll(Duration::from_millis(1), |r| replies.push(r))?;
                     for reply in replies {
-                        let Reply::Submit {
+                        let Reply::Reply {
                             request_id, status, ..
                         } = reply
                         else {
@@ -193,7 +193,7 @@ pub fn closed_loop(
                     let mut replies = Vec::new();
                     client.poll(Duration::from_millis(1), |r| replies.push(r))?;
                     for reply in replies {
-                        if let Reply::Submit {
+                        if let Reply::Reply {
                             request_id,
                             status: ClientStatus::Ok,
                             ..
@@ -295,7 +295,7 @@ pub fn open_loop(
                 continue;
             };
             match reply {
-                Reply::Submit {
+                Reply::Reply {
                     status: ClientStatus::Ok,
                     ..
                 } => {

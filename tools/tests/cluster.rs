@@ -97,7 +97,7 @@ fn three_nodes_elect_replicate_survive_a_follower_restart_and_converge() {
             .expect("poll");
     }
     match redirect.expect("the follower answered") {
-        Reply::Submit {
+        Reply::Reply {
             status,
             leader_hint,
             leader_addr: addr,

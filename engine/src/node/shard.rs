@@ -554,7 +554,7 @@ impl State {
                     conn,
                     ClientMessage::StatusReply {
                         request_id: request_id.to_native(),
-                        status: report.to_wire(),
+                        status: report,
                     },
                 ));
                 Ok(())

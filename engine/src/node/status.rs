@@ -1,85 +1,13 @@
 //! What a shard reports about itself: to `raftctl status`, to raftbench's convergence
-//! check, and when it stops.
+//! check, and when it stops. The report is the wire's [`ShardStatus`], so the same value
+//! travels in a status reply and prints as the JSON line a stopping node writes.
 
-use net::wire::{FollowerStatus, ShardStatus};
-use serde::{Deserialize, Serialize};
+use net::wire::FollowerStatus;
+pub use net::wire::ShardStatus as ShardReport;
 
 use super::machine::SharedKv;
 use crate::applier::StateMachine;
-use crate::raft::{Replica, Role};
-
-/// One shard's state on one node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShardReport {
-    pub node_id: u64,
-    pub shard: u32,
-    pub role: String,
-    pub term: u64,
-    pub leader: Option<u64>,
-    pub commit: u64,
-    pub applied: u64,
-    pub last_index: u64,
-    pub persisted_index: u64,
-    pub state_hash: u64,
-    /// Leader only: each follower's match index.
-    pub followers: Vec<(u64, u64)>,
-    /// AppendEntries messages with entries this node sent, and the entries they carried.
-    pub append_msgs_sent: u64,
-    pub append_entries_sent: u64,
-}
-
-impl ShardReport {
-    pub fn to_wire(&self) -> ShardStatus {
-        ShardStatus {
-            node_id: self.node_id,
-            shard: self.shard,
-            role: self.role.clone(),
-            term: self.term,
-            leader: self.leader,
-            commit: self.commit,
-            applied: self.applied,
-            last_index: self.last_index,
-            persisted_index: self.persisted_index,
-            state_hash: self.state_hash,
-            followers: self
-                .followers
-                .iter()
-                .map(|&(node_id, match_index)| FollowerStatus {
-                    node_id,
-                    match_index,
-                })
-                .collect(),
-            append_msgs_sent: self.append_msgs_sent,
-            append_entries_sent: self.append_entries_sent,
-        }
-    }
-
-    pub fn from_wire(s: &ShardStatus) -> Self {
-        ShardReport {
-            node_id: s.node_id,
-            shard: s.shard,
-            role: s.role.clone(),
-            term: s.term,
-            leader: s.leader,
-            commit: s.commit,
-            applied: s.applied,
-            last_index: s.last_index,
-            persisted_index: s.persisted_index,
-            state_hash: s.state_hash,
-            followers: s
-                .followers
-                .iter()
-                .map(|f| (f.node_id, f.match_index))
-                .collect(),
-            append_msgs_sent: s.append_msgs_sent,
-            append_entries_sent: s.append_entries_sent,
-        }
-    }
-
-    pub fn is_leader(&self) -> bool {
-        self.role == Role::Leader.to_string()
-    }
-}
+use crate::raft::Replica;
 
 /// Counters a shard keeps about its own sends.
 #[derive(Debug, Clone, Copy, Default)]
@@ -115,9 +43,25 @@ pub(crate) fn shard_status(
         followers: status
             .progress
             .iter()
-            .map(|p| (p.id, p.match_index))
+            .map(|p| FollowerStatus {
+                node_id: p.id,
+                match_index: p.match_index,
+            })
             .collect(),
         append_msgs_sent: sent.append_msgs,
         append_entries_sent: sent.append_entries,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::raft::Role;
+
+    /// `ShardStatus::is_leader` (in `net`) recognizes the role by the name the core
+    /// gives it.
+    #[test]
+    fn the_leader_role_is_named_as_the_wire_expects() {
+        assert_eq!(Role::Leader.to_string(), "leader");
+        assert_ne!(Role::Follower.to_string(), "leader");
     }
 }

@@ -128,7 +128,10 @@ fn status(target: &Target, json: bool) -> Result<(), String> {
                 let followers: Vec<String> = r
                     .followers
                     .iter()
-                    .map(|&(f, m)| format!("{f}:{m}/{}", r.commit.saturating_sub(m)))
+                    .map(|f| {
+                        let m = f.match_index;
+                        format!("{}:{m}/{}", f.node_id, r.commit.saturating_sub(m))
+                    })
                     .collect();
                 println!(
                     "{:>5} {:>13} {:>6} {:>7} {:>10} {:>10} {:>10} {:>18x}  {}",
