@@ -291,11 +291,28 @@ impl Cluster {
         self.spawn(id)
     }
 
-    /// Stops every node gracefully, followers first so the leader's drain sees them
-    /// caught up; returns each exit.
+    /// Stops every node gracefully and returns each exit. Leaders of shard 0 go first:
+    /// a leader's drain waits for its followers to hold its commit index, so they must
+    /// still be running; a follower's drain needs nobody.
     pub fn stop_all(&mut self, timeout: Duration) -> Result<Vec<Exit>, LaunchError> {
+        let mut order = self.running();
+        if let Ok(mut client) = self.client(u64::from(u32::MAX)) {
+            let _ = client.wait_connected(Duration::from_secs(1));
+            let leads: Vec<bool> = order
+                .iter()
+                .map(|&id| {
+                    client
+                        .status(id, Duration::from_millis(500))
+                        .is_ok_and(|r| r.is_leader())
+                })
+                .collect();
+            let mut ranked: Vec<(bool, u64)> = leads.into_iter().zip(order).collect();
+            // Stable: leaders first, then member order.
+            ranked.sort_by_key(|&(leader, _)| !leader);
+            order = ranked.into_iter().map(|(_, id)| id).collect();
+        }
         let mut exits = Vec::new();
-        for id in self.running() {
+        for id in order {
             exits.push(self.stop(id, timeout)?);
         }
         Ok(exits)
