@@ -288,7 +288,8 @@ impl Client {
         }
     }
 
-    /// Submits a batch and waits until it is applied on the leader; follows redirects.
+    /// Submits a batch and waits until it is committed (acknowledged by a quorum, durable
+    /// there as the tuning says); follows redirects and retries `Busy`.
     /// Returns the index of the batch's last entry.
     pub fn submit(
         &mut self,

@@ -53,27 +53,27 @@ fn decode_round_trips() {
 }
 
 #[test]
-fn put_get_delete_with_leader_replies() {
+fn put_get_delete_leave_no_reply_bytes() {
     let mut store = KvStore::new();
     let leader = ApplyRole::Leader;
     assert_eq!(
         store.apply(leader, 1, 1, &put(b"a", b"1")),
-        ApplyResult::Done(vec![0])
+        ApplyResult::Done(Vec::new())
     );
     assert_eq!(store.get(b"a"), Some(&b"1"[..]));
     assert_eq!(
         store.apply(leader, 2, 1, &put(b"a", b"2")),
-        ApplyResult::Done(vec![1])
+        ApplyResult::Done(Vec::new())
     );
     assert_eq!(store.get(b"a"), Some(&b"2"[..]));
     assert_eq!(
         store.apply(leader, 3, 1, &delete(b"a")),
-        ApplyResult::Done(vec![1])
+        ApplyResult::Done(Vec::new())
     );
     assert_eq!(store.get(b"a"), None);
     assert_eq!(
         store.apply(leader, 4, 2, &delete(b"a")),
-        ApplyResult::Done(vec![0])
+        ApplyResult::Done(Vec::new())
     );
     assert_eq!(store.applied_index(), 4);
     assert_eq!(store.applied_term(), 2);
@@ -81,11 +81,11 @@ fn put_get_delete_with_leader_replies() {
 }
 
 #[test]
-fn followers_get_empty_replies_and_the_same_state() {
+fn leader_and_follower_roles_reach_the_same_state() {
     let payloads = vec![put(b"a", b"1"), put(b"b", b"2"), delete(b"a")];
     let (leader, leader_results) = replay(ApplyRole::Leader, &payloads);
     let (follower, follower_results) = replay(ApplyRole::Follower, &payloads);
-    assert_eq!(leader_results[0], ApplyResult::Done(vec![0]));
+    assert_eq!(leader_results[0], ApplyResult::Done(Vec::new()));
     assert!(follower_results
         .iter()
         .all(|result| *result == ApplyResult::Done(Vec::new())));

@@ -21,7 +21,7 @@ type HmacSha256 = Hmac<Sha256>;
 
 const AUTH_LABEL: &[u8] = b"raft-net-auth-v1";
 /// Protocol version carried in hello frames.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The fields of a peer's hello that outlive the receive buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

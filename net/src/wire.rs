@@ -170,6 +170,13 @@ pub enum RaftBody {
     },
     /// Leadership transfer: campaign now.
     TimeoutNow,
+    /// A follower's applied index, reported to its leader so the leader can hold client
+    /// writes while any in-sync follower's applier is too far behind its commit index.
+    /// Not part of the Raft protocol: the engine handles it beside the core.
+    Applied {
+        /// Highest index the follower's state machine has applied.
+        index: u64,
+    },
 }
 
 /// Outcome of an AppendEntries.

@@ -273,6 +273,23 @@ impl Cluster {
         })
     }
 
+    /// Freezes one node with SIGSTOP (`frozen`) or lets it go on with SIGCONT: a replica
+    /// that is alive but silent, like one stuck in a long GC pause or a swapped-out host.
+    pub fn freeze(&mut self, id: u64, frozen: bool) -> Result<(), LaunchError> {
+        let node = self.node_mut(id)?;
+        let child = node
+            .child
+            .as_ref()
+            .ok_or_else(|| LaunchError::Other(format!("node {id} is not running")))?;
+        let signal = if frozen {
+            Signal::SIGSTOP
+        } else {
+            Signal::SIGCONT
+        };
+        kill(Pid::from_raw(child.id() as i32), signal)
+            .map_err(|e| LaunchError::Other(format!("signal {signal} to node {id}: {e}")))
+    }
+
     /// Kills one node with SIGKILL (no drain).
     pub fn kill(&mut self, id: u64) -> Result<(), LaunchError> {
         let node = self.node_mut(id)?;

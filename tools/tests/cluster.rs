@@ -248,6 +248,65 @@ fn a_bad_tuning_file_is_refused_with_file_key_and_reason() {
     );
 }
 
+/// Writes are acknowledged at commit, held back (`Busy`, retried by the client) while a
+/// live replica has more than `apply_lag_entries_max` entries left to apply, and never held
+/// by a replica that stopped answering. Malformed commands are refused before they reach
+/// the log.
+#[test]
+fn malformed_commands_are_refused_and_a_frozen_follower_does_not_hold_writes() {
+    // The smallest lag the tuning allows (one batch), so the gate is exercised.
+    let text = tuning_with(&[(
+        "apply_lag_entries_max = 65536",
+        "apply_lag_entries_max = 256",
+    )]);
+    let mut cluster = Cluster::start(Path::new(RAFTD), &text).expect("start cluster");
+    let mut client = cluster.client(6).expect("client");
+    client.wait_connected(STEP).expect("connect");
+    let leader = cluster.wait_leader(&mut client, STEP).expect("leader");
+    let before = client.submit(vec![put(0)], STEP).expect("submit");
+
+    // An unknown opcode: refused at the leader, nothing proposed.
+    let refused = client.submit(vec![put(1), vec![0xff, 1, 2]], STEP);
+    assert!(
+        matches!(refused, Err(engine::client::ClientError::Refused(_))),
+        "{refused:?}"
+    );
+    let status = client.status(leader, STEP).expect("status");
+    assert_eq!(
+        status.commit, before,
+        "a refused batch must not be proposed"
+    );
+
+    // Load well past the lag limit with every replica up: held back, never lost.
+    let batch = |from: u64| (from..from + 64).map(put).collect::<Vec<_>>();
+    let mut last = before;
+    for i in 0..40 {
+        last = client.submit(batch(1000 + i * 64), STEP).expect("submit");
+    }
+    wait_converged(&mut cluster, last, STEP);
+
+    // A frozen follower stops reporting: after an election timeout at most it no longer
+    // holds writes, and the other follower keeps the quorum.
+    let frozen = cluster
+        .node_ids()
+        .into_iter()
+        .find(|&id| id != leader)
+        .expect("a follower");
+    cluster.freeze(frozen, true).expect("SIGSTOP");
+    for i in 0..40 {
+        last = client
+            .submit(batch(10_000 + i * 64), STEP)
+            .expect("submit with a frozen follower");
+    }
+    cluster.freeze(frozen, false).expect("SIGCONT");
+    assert_eq!(
+        client.get(b"key-12559", STEP).expect("read"),
+        Some(b"value-12559".to_vec())
+    );
+    let converged = wait_converged(&mut cluster, last, STEP);
+    assert_eq!(converged.len(), 3, "{converged:?}");
+}
+
 #[test]
 fn a_killed_leader_is_replaced_and_nothing_acknowledged_is_lost() {
     let mut cluster = Cluster::start(Path::new(RAFTD), LOCAL_TOML).expect("start cluster");

@@ -220,7 +220,14 @@ impl<S: StateMachine, E: EntrySource> ShardApplier<S, E> {
             };
             let result = machine.apply(role, index, term, payload);
             assert_eq!(machine.applied_index(), index, "state machine lost count");
-            if role == ApplyRole::Leader && result != ApplyResult::NoOp {
+            // Only what a waiting client can use goes back: a rejection, or reply bytes.
+            // An empty `Done` (or a no-op) tells the shard nothing the commit did not.
+            let for_client = match &result {
+                ApplyResult::NoOp => false,
+                ApplyResult::Done(reply) => !reply.is_empty(),
+                ApplyResult::Rejected(_) => true,
+            };
+            if role == ApplyRole::Leader && for_client {
                 results.push_back(Applied {
                     index,
                     term,

@@ -23,6 +23,8 @@ pub enum FrameRejected {
     PayloadTooLarge(usize),
     #[error("payload attached to a {0} message")]
     UnexpectedPayload(&'static str),
+    #[error("{0} is not a Raft message; the shard handles it before the core")]
+    NotForCore(&'static str),
 }
 
 /// Rebuilds a core message from a validated wire header and its payload. For
@@ -150,6 +152,7 @@ pub fn from_wire<'p>(
             no_payload("TimeoutNow")?;
             MessageBody::TimeoutNow
         }
+        ArchivedRaftBody::Applied { .. } => return Err(FrameRejected::NotForCore("Applied")),
     };
     let msg = Message {
         from: m.from.to_native(),

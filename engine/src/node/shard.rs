@@ -6,10 +6,17 @@
 //! the frame's bytes are still in the receive buffer, so a follower appends the records
 //! it received verbatim), start a group-commit sync if the core asked for one, send what
 //! the core emitted (AppendEntries take their records straight from the mapped log),
-//! publish the commit index to the applier, and answer clients whose entries were
-//! applied.
+//! publish the commit index to the applier, and answer clients: submits once their
+//! entries are committed, reads once the applier reached their read index.
+//!
+//! Submits are acknowledged at commit, not after apply: the shard checks every command
+//! before proposing it ([`Command::decode`] is the KV's only way to refuse one), so a
+//! committed command's outcome is already decided and the applier cannot reject it. A
+//! later read still waits for the applier to pass its read index, so reads observe every
+//! acknowledged write. This takes the applier's two thread hand-offs (shard to applier,
+//! applier back to shard) off the write path.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
@@ -27,7 +34,8 @@ use super::machine::SharedKv;
 use super::port::Port;
 use super::status::{shard_status, SendCounters, ShardReport};
 use super::NodeError;
-use crate::applier::ShardLink;
+use crate::applier::{ApplyResult, ShardLink};
+use crate::kv::Command;
 use crate::raft::{Action, Message, MessageBody, ProposeError, Replica, Role};
 use crate::tuning::IdleStrategy;
 
@@ -35,7 +43,7 @@ use crate::tuning::IdleStrategy;
 const SYNC_TOKEN_BASE: u64 = 1 << 40;
 /// Token of the poll on the applier's wake-up socket.
 const WAKE_TOKEN: u64 = 1 << 41;
-/// While replies wait for the applier, the shard re-checks the applied watermark this
+/// While reads wait for the applier, the shard re-checks the applied watermark this
 /// often instead of sleeping a whole tick.
 const APPLY_POLL: Duration = Duration::from_micros(50);
 
@@ -55,15 +63,28 @@ pub struct ShardSettings {
     pub drain_timeout: Duration,
     /// Every member's client address, for redirects to the leader.
     pub client_addrs: Vec<(u64, std::net::SocketAddr)>,
+    /// Committed entries a live replica may have left to apply before the leader
+    /// answers writes `Busy` (`replication.apply_lag_entries_max`).
+    pub apply_lag_max: u64,
+    /// A follower whose applied report is older than this (an election timeout) no longer
+    /// holds writes back: it is treated as down.
+    pub report_stale_after: Duration,
 }
 
-/// A client request whose entries were proposed and are waiting to be applied.
+/// A follower's applied index as it last reported it (leader side).
+#[derive(Debug, Clone, Copy)]
+struct AppliedReport {
+    node: u64,
+    applied: u64,
+    at: Instant,
+}
+
+/// A client request whose entries were proposed and are waiting to be committed.
 #[derive(Debug)]
 struct PendingSubmit {
     conn: ConnId,
     request_id: u64,
     term: u64,
-    first_index: u64,
     last_index: u64,
 }
 
@@ -105,7 +126,6 @@ struct State {
     persist_now: bool,
     inflight_sync: Option<InflightSync>,
     submits: VecDeque<PendingSubmit>,
-    rejected: BTreeSet<u64>,
     reads: BTreeMap<u64, PendingRead>,
     next_read_ctx: u64,
     draining: bool,
@@ -117,6 +137,10 @@ struct State {
     wake_armed: bool,
     /// The applied index the last answer pass saw.
     applied_seen: u64,
+    /// Leader: each follower's last applied report.
+    reports: Vec<AppliedReport>,
+    /// Follower: the applied index last reported, and to which leader and term.
+    reported: (u64, Option<u64>, u64),
 }
 
 /// A running shard: the core, its log, and the node's transport.
@@ -161,7 +185,6 @@ impl Shard {
                 persist_now: false,
                 inflight_sync: None,
                 submits: VecDeque::new(),
-                rejected: BTreeSet::new(),
                 reads: BTreeMap::new(),
                 next_read_ctx: 1,
                 draining: false,
@@ -171,6 +194,8 @@ impl Shard {
                 wake: None,
                 wake_armed: false,
                 applied_seen: 0,
+                reports: Vec::new(),
+                reported: (0, None, 0),
             },
         }
     }
@@ -241,10 +266,9 @@ impl Shard {
 
     fn idle(&self, now: Instant, next_tick: Instant, last_work: Instant) -> Idle {
         let until_tick = next_tick.saturating_duration_since(now);
-        let waiting_apply = !self.state.submits.is_empty()
-            || self.state.reads.values().any(|r| r.ready_at.is_some())
-            || self.state.draining;
-        // Clients wait for the applier: sleep in the ring until the applier writes to the
+        let waiting_apply =
+            self.state.reads.values().any(|r| r.ready_at.is_some()) || self.state.draining;
+        // Reads wait for the applier: sleep in the ring until the applier writes to the
         // wake-up socket (or the next tick), unless it already moved on.
         let woken_by_applier = waiting_apply
             && self.state.wake_armed
@@ -295,6 +319,7 @@ impl Shard {
         }
         self.start_sync()?;
         let sent = self.flush_outbox();
+        self.report_applied();
         let s = &mut self.state;
         s.link.flush();
         let answered = s.answer_clients();
@@ -309,6 +334,41 @@ impl Shard {
             }
         }
         Ok(sent || answered)
+    }
+
+    /// Follower: tells the leader how far its applier got, so the leader can hold writes
+    /// while this replica falls behind. Sent when the applier moved an eighth of the
+    /// allowed lag, caught up with the commit index, or the leader changed; at most once
+    /// per turn, and a follower wakes at least once per tick.
+    fn report_applied(&mut self) {
+        let s = &mut self.state;
+        let (Role::Follower, Some(leader)) = (s.replica.role(), s.replica.leader()) else {
+            return;
+        };
+        let applied = s.link.applied_index();
+        let term = s.replica.term();
+        let (last, to, in_term) = s.reported;
+        let moved = applied.saturating_sub(last);
+        let due = to != Some(leader)
+            || in_term != term
+            || moved >= (s.settings.apply_lag_max / 8).max(1)
+            || (moved > 0 && applied >= s.replica.commit());
+        if !due {
+            return;
+        }
+        let report = RaftMessage {
+            from: s.settings.node_id,
+            to: leader,
+            term,
+            body: RaftBody::Applied { index: applied },
+        };
+        match self
+            .port
+            .send_raft(Dest::Peer(leader), s.settings.shard, &report, &[])
+        {
+            Ok(()) => s.reported = (applied, Some(leader), term),
+            Err(e) => log_send_error(leader, e),
+        }
     }
 
     fn start_sync(&mut self) -> Result<(), NodeError> {
@@ -503,6 +563,16 @@ impl State {
         m: &net::wire::ArchivedRaftMessage,
         payload: &[u8],
     ) -> Result<(), NodeError> {
+        if let net::wire::ArchivedRaftBody::Applied { index } = &m.body {
+            if !payload.is_empty() || m.from.to_native() != node {
+                self.frames_rejected += 1;
+                self.to_close
+                    .push((conn, format!("peer {node}: malformed applied report")));
+            } else if m.term.to_native() == self.replica.term() {
+                self.on_applied_report(node, index.to_native());
+            }
+            return Ok(());
+        }
         let (msg, run) = match from_wire(m, payload) {
             Ok(x) => x,
             Err(e) => {
@@ -589,6 +659,36 @@ impl State {
         }
     }
 
+    fn on_applied_report(&mut self, node: u64, applied: u64) {
+        let at = Instant::now();
+        match self.reports.iter_mut().find(|r| r.node == node) {
+            Some(r) => {
+                r.applied = r.applied.max(applied);
+                r.at = at;
+            }
+            None => self.reports.push(AppliedReport { node, applied, at }),
+        }
+    }
+
+    /// Leader: whether a live replica has more than `apply_lag_max` committed entries left
+    /// to apply, whether its log or its applier is what lags. The leader's own applier
+    /// counts, and every follower whose last report is fresher than an election timeout;
+    /// a silent one is treated as down, so a dead replica never stops writes. A follower
+    /// catching up after a restart holds writes until it is within the limit: that is
+    /// the price of never letting a live replica fall behind.
+    fn appliers_behind(&self) -> bool {
+        let commit = self.replica.commit();
+        let limit = self.settings.apply_lag_max;
+        if commit.saturating_sub(self.link.applied_index()) > limit {
+            return true;
+        }
+        let now = Instant::now();
+        self.reports.iter().any(|r| {
+            now.duration_since(r.at) < self.settings.report_stale_after
+                && commit.saturating_sub(r.applied) > limit
+        })
+    }
+
     /// The known leader's client address, for redirects.
     fn leader_addr(&self) -> Option<String> {
         let leader = self.replica.leader()?;
@@ -618,16 +718,30 @@ impl State {
         request_id: u64,
         payloads: &rkyv::vec::ArchivedVec<rkyv::vec::ArchivedVec<u8>>,
     ) -> Result<(), NodeError> {
-        if self.draining || self.submits.len() >= self.settings.client_queue_depth {
+        if self.draining
+            || self.submits.len() >= self.settings.client_queue_depth
+            || (self.replica.role() == Role::Leader && self.appliers_behind())
+        {
             self.reply(conn, request_id, ClientStatus::Busy, 0);
             return Ok(());
         }
         let slices: Vec<&[u8]> = payloads.iter().map(|p| p.as_slice()).collect();
         let mut lens = Vec::with_capacity(slices.len());
         for p in &slices {
-            match u32::try_from(p.len()) {
-                Ok(len) => lens.push(len),
-                Err(_) => {
+            // A command is checked here, before it enters the log, so the reply can leave
+            // at commit: what the applier would refuse never gets proposed.
+            let checked = Command::decode(p).map_err(|e| e.reason());
+            match (u32::try_from(p.len()), checked) {
+                (Ok(len), Ok(_)) => lens.push(len),
+                (_, Err(reason)) => {
+                    debug!(
+                        shard = self.settings.shard,
+                        request_id, reason, "submit rejected"
+                    );
+                    self.reply(conn, request_id, ClientStatus::Rejected, 0);
+                    return Ok(());
+                }
+                (Err(_), _) => {
                     self.reply(conn, request_id, ClientStatus::Rejected, 0);
                     return Ok(());
                 }
@@ -639,7 +753,6 @@ impl State {
                     conn,
                     request_id,
                     term,
-                    first_index,
                     last_index: first_index + lens.len() as u64 - 1,
                 });
                 self.execute(None, Some(&slices))
@@ -830,41 +943,36 @@ impl State {
         Ok(())
     }
 
-    /// Answers submits and reads whose entries the applier has reached.
+    /// Answers submits whose entries are committed and reads whose read index the
+    /// applier has reached.
     fn answer_clients(&mut self) -> bool {
         while let Some(applied) = self.link.pop_result() {
-            if matches!(applied.result, crate::applier::ApplyResult::Rejected(_)) {
-                self.rejected.insert(applied.index);
+            if let ApplyResult::Rejected(r) = applied.result {
+                // Cannot happen: commands are checked before they are proposed. Logged so a
+                // state machine that breaks that contract is visible.
+                warn!(
+                    shard = self.settings.shard,
+                    index = applied.index,
+                    reason = r.reason,
+                    "the state machine rejected a command that passed its check"
+                );
             }
         }
         let applied = self.link.applied_index();
         self.applied_seen = applied;
+        let commit = self.replica.commit();
         let mut answered = false;
-        while self
-            .submits
-            .front()
-            .is_some_and(|p| p.last_index <= applied)
-        {
+        while self.submits.front().is_some_and(|p| p.last_index <= commit) {
             let p = self.submits.pop_front().expect("front exists");
-            let kept = self.replica.term_at(p.last_index) == Some(p.term);
-            let rejected = self
-                .rejected
-                .range(p.first_index..=p.last_index)
-                .next()
-                .is_some();
-            let status = match (kept, rejected) {
-                (false, _) => ClientStatus::NotLeader,
-                (true, true) => ClientStatus::Rejected,
-                (true, false) => ClientStatus::Ok,
+            // Committed in the term it was proposed in: the entries are the client's.
+            // Otherwise a new leader replaced them.
+            let status = if self.replica.term_at(p.last_index) == Some(p.term) {
+                ClientStatus::Ok
+            } else {
+                ClientStatus::NotLeader
             };
             self.reply(p.conn, p.request_id, status, p.last_index);
             answered = true;
-        }
-        if let Some(front) = self.submits.front() {
-            let keep_from = front.first_index;
-            self.rejected = self.rejected.split_off(&keep_from);
-        } else {
-            self.rejected.clear();
         }
         let ready: Vec<u64> = self
             .reads

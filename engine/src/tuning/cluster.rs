@@ -79,6 +79,16 @@ pub struct Replication {
     pub inflight_messages_max: u32,
     pub inflight_bytes_max: u64,
     pub frame_bytes_max: u64,
+    /// Most committed entries any live replica (the leader included) may have left to
+    /// apply, whether its log or its applier lags: beyond it the leader answers new client
+    /// writes `Busy`, so no replica falls behind under load. A follower not heard from for
+    /// an election timeout counts as down and holds nothing back.
+    #[serde(default = "default_apply_lag_entries_max")]
+    pub apply_lag_entries_max: u64,
+}
+
+fn default_apply_lag_entries_max() -> u64 {
+    65536
 }
 
 /// Durability.
@@ -246,6 +256,11 @@ impl ClusterConfig {
             key("inflight_messages_max"),
         );
         problems.at_least(r.frame_bytes_max, 4096, key("frame_bytes_max"));
+        problems.at_least(
+            r.apply_lag_entries_max,
+            u64::from(r.batch_entries_max),
+            key("apply_lag_entries_max"),
+        );
         problems.at_most(r.frame_bytes_max, FRAME_BYTES_MAX, key("frame_bytes_max"));
         problems.check(
             r.batch_bytes_max <= r.frame_bytes_max,
