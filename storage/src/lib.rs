@@ -31,6 +31,11 @@
 //! [`LogConfig::segment_bytes`] (so writing through the mapping cannot `SIGBUS` on a full
 //! disk) and starts with a 32-byte segment header (magic `b"RSEG"`, version, flags, CRC,
 //! first index, capacity). Records follow back to back; the unused rest is zero.
+//! A new log's first segment is zero-filled (written, not just allocated) by
+//! [`Log::open`], and once the tail segment is half full a background thread prepares
+//! the next one the same way (`next-segment.prepared`, used by the next roll that finds
+//! no spare): syncs of a segment whose blocks are written flush only data pages, while
+//! on a merely `fallocate`d one each sync also commits unwritten-extent conversions.
 //!
 //! Compaction keeps up to [`LogConfig::spare_segments_max`] dropped segment files as
 //! `*.spare`, still mapped, and later segments reuse them (a segment a reader or a

@@ -9,6 +9,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
 
 use io_uring::squeue;
 
@@ -18,7 +19,7 @@ use crate::record::{
     encode_record_with, record_len, Entry, RecordHeader, RecordRun, RECORD_HEADER_BYTES,
 };
 use crate::recovery::scan_segment;
-use crate::segment::{DirLock, Segment, SegmentWriter, SpareSegment};
+use crate::segment::{prepare_zeroed, DirLock, Segment, SegmentWriter, SpareSegment};
 use crate::segment_header::{SegmentHeader, SEGMENT_HEADER_BYTES};
 use crate::slot_file::{SlotFile, SlotKind, SLOT_PAYLOAD_BYTES};
 use crate::sync_ring::{fdatasync_entry, SyncRing};
@@ -34,6 +35,10 @@ const META_FILE: &str = "log.meta";
 const LOCK_FILE: &str = "LOCK";
 pub(crate) const SEGMENT_SUFFIX: &str = ".seg";
 const SPARE_SUFFIX: &str = ".spare";
+/// The next segment's file, zero-filled ahead of use by the preparer thread, and its
+/// name while being written.
+const PREPARED_FILE: &str = "next-segment.prepared";
+const PREPARING_FILE: &str = "next-segment.prepared.tmp";
 const PAGE_BYTES: usize = 4096;
 
 /// Log settings. Segment size may change between restarts; existing segments keep the
@@ -175,6 +180,11 @@ pub struct Log {
     readable: u64,
     failed: Option<String>,
     ring: LazyRing,
+    /// The thread zero-filling the next segment's file, if one is running.
+    preparing: Option<JoinHandle<Result<PathBuf, StorageError>>>,
+    /// A finished [`PREPARED_FILE`] (all of `config.segment_bytes`), for the next roll
+    /// that finds no spare.
+    prepared: Option<PathBuf>,
 }
 
 /// A compacted segment file kept for reuse, still mapped when possible.
@@ -190,6 +200,14 @@ impl Spare {
             Spare::Mapped(s) => s.path(),
             Spare::File(p) => p,
         }
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        // The preparer writes in the directory: finish before the lock goes. Its file
+        // stays for the next open.
+        self.take_prepared(true);
     }
 }
 
@@ -329,8 +347,58 @@ impl Log {
         Ok(())
     }
 
+    /// Prepare-ahead: once the tail segment is half full and neither a spare nor a
+    /// prepared file is ready, starts a thread that creates the next segment's file,
+    /// zero-filled and synced ([`PREPARED_FILE`]). A segment reusing it has written extents, so its syncs write
+    /// only data pages; a freshly `fallocate`d segment's syncs each also commit the
+    /// conversion of its unwritten extents in the journal. Best effort: a roll that finds
+    /// no finished preparation creates a segment as before.
+    fn prepare_ahead(&mut self) {
+        if self.preparing.is_some()
+            || self.prepared.is_some()
+            || !self.spares.is_empty()
+            || self.failed.is_some()
+        {
+            return;
+        }
+        let tail = self.segs.last().expect("log always has a tail segment");
+        if tail.tail < tail.w.segment().capacity() / 2 {
+            return;
+        }
+        let tmp = self.dir.join(PREPARING_FILE);
+        let path = self.dir.join(PREPARED_FILE);
+        let capacity = self.config.segment_bytes;
+        let spawned = std::thread::Builder::new()
+            .name("log-prepare".into())
+            .spawn(move || {
+                prepare_zeroed(&tmp, &path, capacity)
+                    .map(|()| path)
+                    .map_err(|(op, e)| StorageError::io(op, &tmp, e))
+            });
+        match spawned {
+            Ok(handle) => self.preparing = Some(handle),
+            Err(e) => tracing::warn!(error = %e, "cannot start the segment preparer"),
+        }
+    }
+
+    /// Takes the prepared file once its thread finished (waiting for it if `wait`).
+    fn take_prepared(&mut self, wait: bool) {
+        if !wait && !self.preparing.as_ref().is_some_and(|h| h.is_finished()) {
+            return;
+        }
+        let Some(handle) = self.preparing.take() else {
+            return;
+        };
+        match handle.join() {
+            Ok(Ok(path)) => self.prepared = Some(path),
+            Ok(Err(e)) => tracing::warn!(error = %e, "preparing a spare segment failed"),
+            Err(_) => tracing::warn!("the segment preparer panicked"),
+        }
+    }
+
     /// Creates the next segment, starting at `last_index() + 1`.
     fn roll(&mut self) -> Result<(), StorageError> {
+        self.take_prepared(false);
         let first = self.last.index + 1;
         let path = segment_path(&self.dir, first);
         let capacity = self.config.segment_bytes;
@@ -342,7 +410,16 @@ impl Log {
                 .map_err(|e| ("rename", e))
                 .and_then(|()| SegmentWriter::open(&path, first, &self.lock))
                 .map(|w| (w, true)),
-            None => SegmentWriter::create(&path, first, capacity, &self.lock).map(|w| (w, false)),
+            // Holds only zeros: not a recycled segment.
+            None => match self.prepared.take() {
+                Some(prepared) => std::fs::rename(&prepared, &path)
+                    .map_err(|e| ("rename", e))
+                    .and_then(|()| SegmentWriter::open(&path, first, &self.lock))
+                    .map(|w| (w, false)),
+                None => {
+                    SegmentWriter::create(&path, first, capacity, &self.lock).map(|w| (w, false))
+                }
+            },
         };
         let (mut w, recycled) = match made {
             Ok(made) => made,

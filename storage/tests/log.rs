@@ -18,6 +18,19 @@ fn payload(index: u64) -> Vec<u8> {
         .collect()
 }
 
+fn files_with_extension(dir: &std::path::Path, ext: &str) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == ext)
+        })
+        .count()
+}
+
 fn fill(log: &mut Log, from: u64, to: u64, term: u64) {
     for i in from..=to {
         log.append_entry(term, i, &payload(i)).unwrap();
@@ -346,18 +359,7 @@ fn reader_thread_follows_the_published_watermark() {
 #[test]
 fn compacted_segments_are_recycled_without_stale_entries_reappearing() {
     let dir = tempfile::tempdir().unwrap();
-    let spares = |d: &std::path::Path| {
-        std::fs::read_dir(d)
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .path()
-                    .extension()
-                    .is_some_and(|x| x == "spare")
-            })
-            .count()
-    };
+    let spares = |d: &std::path::Path| files_with_extension(d, "spare");
     let mut log = Log::open(dir.path(), config()).unwrap();
     fill(&mut log, 1, 400, 1);
     log.sync().unwrap();
@@ -445,4 +447,39 @@ fn segments_a_reader_still_maps_are_not_reused() {
         let e = lagging.next_entry().unwrap().unwrap();
         assert_eq!((e.index, e.term, e.payload), (i, 1, &payload(i)[..]));
     }
+}
+
+#[test]
+fn segments_are_prepared_ahead_zero_filled_and_recover() {
+    let dir = tempfile::tempdir().unwrap();
+    let prepared = dir.path().join("next-segment.prepared");
+    let segments = |d: &std::path::Path| files_with_extension(d, "seg");
+    let mut log = Log::open(dir.path(), config()).unwrap();
+    // A sync with the tail segment past half full starts the preparation; closing the
+    // log waits for it, and the file is kept for the next open.
+    for i in 1..=25 {
+        log.append_entry(1, i, &[7u8; 400]).unwrap(); // 25 x 432 B of 16 KiB
+    }
+    assert_eq!(segments(dir.path()), 1);
+    log.sync().unwrap();
+    drop(log);
+    let bytes = std::fs::read(&prepared).expect("a prepared segment file");
+    assert_eq!(bytes.len(), config().segment_bytes);
+    assert!(bytes.iter().all(|&b| b == 0));
+    // The next roll takes it; entries in it survive a reopen.
+    let mut log = Log::open(dir.path(), config()).unwrap();
+    let before = segments(dir.path());
+    let mut index = log.last_index() + 1;
+    while segments(dir.path()) == before {
+        log.append_entry(1, index, &[9u8; 400]).unwrap();
+        index += 1;
+    }
+    assert!(!prepared.exists(), "the roll used the prepared file");
+    log.append_entry(1, index, b"last").unwrap();
+    log.sync().unwrap();
+    drop(log);
+    let log = Log::open(dir.path(), config()).unwrap();
+    assert_eq!(log.last_index(), index);
+    assert_eq!(log.read_entry(index).unwrap().payload, b"last");
+    assert_eq!(log.read_entry(index - 1).unwrap().payload, &[9u8; 400][..]);
 }

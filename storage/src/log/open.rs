@@ -55,6 +55,23 @@ fn collect_spares(dir: &Path, config: &LogConfig) -> Result<Vec<PathBuf>, Storag
     Ok(spares)
 }
 
+/// The prepared next-segment file, if a previous process finished one of the configured
+/// size; an unfinished or differently sized one is deleted.
+fn collect_prepared(dir: &Path, config: &LogConfig) -> Result<Option<PathBuf>, StorageError> {
+    let remove = |path: &Path| match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StorageError::io("remove", path, e)),
+        _ => Ok(()),
+    };
+    remove(&dir.join(PREPARING_FILE))?;
+    let path = dir.join(PREPARED_FILE);
+    match std::fs::metadata(&path) {
+        Ok(m) if m.len() == config.segment_bytes as u64 => Ok(Some(path)),
+        Ok(_) => remove(&path).map(|()| None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StorageError::io("stat", &path, e)),
+    }
+}
+
 fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StorageError> {
     let mut out = Vec::new();
     let rd = std::fs::read_dir(dir).map_err(|e| StorageError::io("read_dir", dir, e))?;
@@ -250,6 +267,7 @@ impl Log {
             });
         }
 
+        let prepared = collect_prepared(&dir, &config)?;
         let spares = collect_spares(&dir, &config)?
             .into_iter()
             .map(Spare::File)
@@ -283,8 +301,19 @@ impl Log {
             readable: 0,
             failed: None,
             ring: LazyRing::default(),
+            preparing: None,
+            prepared,
         };
         if log.segs.is_empty() {
+            // A new log: its first segment is zero-filled now, as later ones are ahead of
+            // time (see `Log::prepare_ahead`), so syncs do not convert extents from the
+            // start. Blocks open for the time of writing `segment_bytes`.
+            if log.prepared.is_none() {
+                let (tmp, path) = (log.dir.join(PREPARING_FILE), log.dir.join(PREPARED_FILE));
+                prepare_zeroed(&tmp, &path, config.segment_bytes)
+                    .map_err(|(op, e)| StorageError::io(op, &tmp, e))?;
+                log.prepared = Some(path);
+            }
             log.roll()?;
         }
         // What we found may sit only in the page cache (the previous process died before

@@ -90,6 +90,7 @@ impl Log {
     /// everything appended is already covered by an earlier begun sync.
     pub fn begin_sync(&mut self) -> Result<Option<PendingSync>, StorageError> {
         self.writable()?;
+        self.prepare_ahead();
         let any_dirty = self.segs.iter().any(|s| s.dirty);
         if !any_dirty && !self.dir_dirty && self.sync_begun == self.last {
             return Ok(None);
