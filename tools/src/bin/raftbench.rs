@@ -509,14 +509,15 @@ fn print_run(r: &RunReport) {
     for p in &r.sweep {
         let _ = writeln!(
             out,
-            "  {:>3} clients: {:>10.0} entries/s {:>7.1} MB/s   commit latency p50 {} p99 {} p99.9 {} max {}",
+            "  {:>3} clients: {:>10.0} entries/s {:>7.1} MB/s   commit latency p50 {} p99 {} p99.9 {} max {}   retried (Busy/redirect) {}",
             p.clients,
             p.entries_per_sec,
             p.mb_per_sec,
             ms(p.latency.p50_us),
             ms(p.latency.p99_us),
             ms(p.latency.p999_us),
-            ms(p.latency.max_us)
+            ms(p.latency.max_us),
+            p.retries
         );
     }
     let _ = writeln!(
