@@ -248,7 +248,7 @@ fn a_bad_tuning_file_is_refused_with_file_key_and_reason() {
     );
 }
 
-/// Writes are acknowledged at commit, held back (`Busy`, retried by the client) while a
+/// Writes are acknowledged at commit, held back by the leader while a
 /// live replica has more than `apply_lag_entries_max` entries left to apply, and never held
 /// by a replica that stopped answering. Malformed commands are refused before they reach
 /// the log.

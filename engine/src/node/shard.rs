@@ -55,7 +55,7 @@ pub struct ShardSettings {
     pub tick: Duration,
     pub idle: IdleStrategy,
     pub fsync: bool,
-    /// Most client requests waiting for commit at once; more get `Busy`.
+    /// Most client requests waiting for commit (or held) at once; more get `Busy`.
     pub client_queue_depth: usize,
     /// Bytes of records per AppendEntries frame (below the transport's frame limit).
     pub frame_records_bytes_max: usize,
@@ -63,8 +63,8 @@ pub struct ShardSettings {
     pub drain_timeout: Duration,
     /// Every member's client address, for redirects to the leader.
     pub client_addrs: Vec<(u64, std::net::SocketAddr)>,
-    /// Committed entries a live replica may have left to apply before the leader
-    /// answers writes `Busy` (`replication.apply_lag_entries_max`).
+    /// Committed entries a live replica may have left to apply before the leader holds
+    /// new writes (`replication.apply_lag_entries_max`).
     pub apply_lag_max: u64,
     /// A follower whose applied report is older than this (an election timeout) no longer
     /// holds writes back: it is treated as down.
@@ -86,6 +86,18 @@ struct PendingSubmit {
     request_id: u64,
     term: u64,
     last_index: u64,
+}
+
+/// A checked submit the leader holds while a replica's applier catches up (see
+/// `State::appliers_behind`): proposed, in arrival order, once the lag is back in bounds.
+/// Holding instead of answering `Busy` keeps clients' pipelines full without retries.
+#[derive(Debug)]
+struct HeldSubmit {
+    conn: ConnId,
+    request_id: u64,
+    /// The commands, back to back; `lens` cuts them apart.
+    bytes: Vec<u8>,
+    lens: Vec<u32>,
 }
 
 /// A linearizable read waiting for its ReadIndex round, then for the applier.
@@ -126,6 +138,7 @@ struct State {
     persist_now: bool,
     inflight_sync: Option<InflightSync>,
     submits: VecDeque<PendingSubmit>,
+    held: VecDeque<HeldSubmit>,
     reads: BTreeMap<u64, PendingRead>,
     next_read_ctx: u64,
     draining: bool,
@@ -185,6 +198,7 @@ impl Shard {
                 persist_now: false,
                 inflight_sync: None,
                 submits: VecDeque::new(),
+                held: VecDeque::new(),
                 reads: BTreeMap::new(),
                 next_read_ctx: 1,
                 draining: false,
@@ -266,9 +280,10 @@ impl Shard {
 
     fn idle(&self, now: Instant, next_tick: Instant, last_work: Instant) -> Idle {
         let until_tick = next_tick.saturating_duration_since(now);
-        let waiting_apply =
-            self.state.reads.values().any(|r| r.ready_at.is_some()) || self.state.draining;
-        // Reads wait for the applier: sleep in the ring until the applier writes to the
+        let waiting_apply = !self.state.held.is_empty()
+            || self.state.reads.values().any(|r| r.ready_at.is_some())
+            || self.state.draining;
+        // Reads and held submits wait for the applier: sleep in the ring until it writes to the
         // wake-up socket (or the next tick), unless it already moved on.
         let woken_by_applier = waiting_apply
             && self.state.wake_armed
@@ -317,6 +332,7 @@ impl Shard {
                 .on_persisted(last.index, last.term, &mut s.actions);
             s.execute(None, None)?;
         }
+        self.state.release_held()?;
         self.start_sync()?;
         let sent = self.flush_outbox();
         self.report_applied();
@@ -718,9 +734,7 @@ impl State {
         request_id: u64,
         payloads: &rkyv::vec::ArchivedVec<rkyv::vec::ArchivedVec<u8>>,
     ) -> Result<(), NodeError> {
-        if self.draining
-            || self.submits.len() >= self.settings.client_queue_depth
-            || (self.replica.role() == Role::Leader && self.appliers_behind())
+        if self.draining || self.submits.len() + self.held.len() >= self.settings.client_queue_depth
         {
             self.reply(conn, request_id, ClientStatus::Busy, 0);
             return Ok(());
@@ -747,7 +761,59 @@ impl State {
                 }
             }
         }
-        match self.replica.propose(&lens, &mut self.actions) {
+        if self.replica.role() == Role::Leader && (!self.held.is_empty() || self.appliers_behind())
+        {
+            self.held.push_back(HeldSubmit {
+                conn,
+                request_id,
+                bytes: slices.concat(),
+                lens,
+            });
+            return Ok(());
+        }
+        self.propose_submit(conn, request_id, &slices, &lens)
+    }
+
+    /// Proposes held submits, oldest first, while the appliers are within bounds; answers
+    /// them `NotLeader` if leadership was lost and `Busy` if the node is draining.
+    fn release_held(&mut self) -> Result<(), NodeError> {
+        while let Some(front) = self.held.front() {
+            let refused = if self.draining {
+                Some(ClientStatus::Busy)
+            } else if self.replica.role() != Role::Leader {
+                Some(ClientStatus::NotLeader)
+            } else if self.appliers_behind() {
+                return Ok(());
+            } else {
+                None
+            };
+            let (conn, request_id) = (front.conn, front.request_id);
+            if let Some(status) = refused {
+                self.held.pop_front();
+                self.reply(conn, request_id, status, 0);
+                continue;
+            }
+            let held = self.held.pop_front().expect("front exists");
+            let mut slices = Vec::with_capacity(held.lens.len());
+            let mut at = 0;
+            for &len in &held.lens {
+                slices.push(&held.bytes[at..at + len as usize]);
+                at += len as usize;
+            }
+            self.propose_submit(conn, request_id, &slices, &held.lens)?;
+        }
+        Ok(())
+    }
+
+    /// Proposes a checked submit and executes the core's actions.
+    fn propose_submit(
+        &mut self,
+        conn: ConnId,
+        request_id: u64,
+        slices: &[&[u8]],
+        lens: &[u32],
+    ) -> Result<(), NodeError> {
+        match self.replica.propose(lens, &mut self.actions) {
             Ok((term, first_index)) => {
                 self.submits.push_back(PendingSubmit {
                     conn,
@@ -755,7 +821,7 @@ impl State {
                     term,
                     last_index: first_index + lens.len() as u64 - 1,
                 });
-                self.execute(None, Some(&slices))
+                self.execute(None, Some(slices))
             }
             Err(ProposeError::NotLeader { .. }) => {
                 self.reply(conn, request_id, ClientStatus::NotLeader, 0);
@@ -992,7 +1058,11 @@ impl State {
     /// A graceful stop is complete when every accepted request was answered, the applier
     /// has applied the commit index, and (on a leader) every follower holds it.
     fn drained(&self) -> bool {
-        if !self.submits.is_empty() || !self.reads.is_empty() || self.inflight_sync.is_some() {
+        if !self.submits.is_empty()
+            || !self.held.is_empty()
+            || !self.reads.is_empty()
+            || self.inflight_sync.is_some()
+        {
             return false;
         }
         let commit = self.replica.commit();
