@@ -218,6 +218,8 @@ pub struct Transport {
     done: Vec<Completion>,
     counters: Counters,
     next_deadline_scan: Instant,
+    /// Whether some connection may have a handshake deadline armed (see `run_timers`).
+    handshaking: bool,
     next_wake: Option<Instant>,
 }
 
@@ -316,6 +318,7 @@ impl Transport {
             done: Vec::with_capacity(cfg.ring.cq_entries as usize),
             counters: Counters::default(),
             next_deadline_scan: now,
+            handshaking: false,
             next_wake: None,
             cfg,
         };
@@ -582,16 +585,18 @@ impl Transport {
         }
         if now >= self.next_deadline_scan {
             self.next_deadline_scan = now + DEADLINE_SCAN_INTERVAL;
-            let expired: Vec<(u32, State)> = self
-                .conns
-                .iter()
-                .enumerate()
-                .filter_map(|(i, c)| {
-                    let c = c.as_ref()?;
-                    (c.state != State::Closing && c.deadline.is_some_and(|d| now >= d))
-                        .then_some((i as u32, c.state))
-                })
-                .collect();
+            let mut expired: Vec<(u32, State)> = Vec::new();
+            let mut pending = false;
+            for (i, c) in self.conns.iter().enumerate() {
+                let Some(c) = c.as_ref().filter(|c| c.state != State::Closing) else {
+                    continue;
+                };
+                match c.deadline {
+                    Some(d) if now >= d => expired.push((i as u32, c.state)),
+                    Some(_) => pending = true,
+                    None => {}
+                }
+            }
             for (idx, state) in expired {
                 let reason = if state == State::Connecting {
                     CloseReason::ConnectFailed
@@ -600,13 +605,12 @@ impl Transport {
                 };
                 self.close_conn(idx, reason);
             }
+            self.handshaking = pending;
         }
-        let handshaking = self
-            .conns
-            .iter()
-            .flatten()
-            .any(|c| c.deadline.is_some() && c.state != State::Closing);
-        if handshaking {
+        // Scanning the connection table on every turn would cost a busy-polling loop more
+        // than the rest of the turn; `handshaking` is set whenever a deadline is armed and
+        // cleared only by the periodic scan, so it may stay set one interval too long.
+        if self.handshaking {
             wake = Some(wake.map_or(self.next_deadline_scan, |w| w.min(self.next_deadline_scan)));
         }
         self.next_wake = wake;
@@ -665,6 +669,7 @@ impl Transport {
                 let conn = self.conns[idx as usize].as_mut().expect("new");
                 conn.ops += 1;
                 conn.deadline = Some(now + self.cfg.handshake_timeout);
+                self.handshaking = true;
                 self.peers[p].conn = Some(ConnId { index: idx, gen });
                 tracing::debug!(node, %addr, "dialing");
             }
@@ -689,6 +694,7 @@ impl Transport {
         conn.stream = Some(stream);
         conn.state = State::Hello;
         conn.deadline = Some(Instant::now() + cfg.handshake_timeout);
+        self.handshaking = true;
         conn.nonce = match handshake::nonce() {
             Ok(n) => n,
             Err(e) => {
