@@ -754,6 +754,9 @@ impl Transport {
         }
     }
 
+    /// Submits each dirty connection's queued frames as one send, then re-arms its receive.
+    /// The send goes first: a receive armed on an empty socket costs a failed attempt plus a
+    /// poll registration, which would otherwise delay a reply in the same submission.
     fn flush(&mut self) {
         let mut dirty = std::mem::take(&mut self.dirty);
         let mut keep = Vec::new();
@@ -765,46 +768,54 @@ impl Transport {
             if conn.state == State::Closing || conn.state == State::Connecting {
                 continue;
             }
-            if !conn.recv_armed {
-                self.arm_recv(idx);
+            if !conn.sending && !conn.pending.is_empty() && self.submit_pending(idx) {
+                keep.push(idx);
             }
             let Some(conn) = self.conns[idx as usize].as_mut() else {
                 continue;
             };
-            if conn.sending || conn.pending.is_empty() || conn.state == State::Closing {
-                continue;
-            }
-            let spare = conn.spare.take().unwrap_or_default();
-            assert!(spare.is_empty());
-            let buf = std::mem::replace(&mut conn.pending, spare);
-            let len = buf.len();
-            let ext_bytes = std::mem::take(&mut conn.pending_ext_bytes);
-            assert_eq!(len, buf.bytes.len() + ext_bytes);
-            let fd = conn.fd.expect("connected");
-            match self.ring.send(fd, buf, 0, token(idx, conn.gen, OP_SEND)) {
-                Ok(()) => {
-                    conn.sending = true;
-                    conn.inflight_bytes = len;
-                    conn.ops += 1;
-                    self.counters.sends += 1;
-                }
-                Err((e, buf)) => {
-                    let spare = std::mem::replace(&mut conn.pending, buf);
-                    conn.pending_ext_bytes = ext_bytes;
-                    conn.spare = Some(spare);
-                    if matches!(e, RingError::Busy) {
-                        conn.dirty = true;
-                        keep.push(idx);
-                    } else {
-                        tracing::warn!(error = %e, "send submission failed");
-                        self.close_conn(idx, CloseReason::Io);
-                    }
-                }
+            if !conn.recv_armed {
+                self.arm_recv(idx);
             }
         }
         dirty.extend(keep);
         dirty.append(&mut self.dirty);
         self.dirty = dirty;
+    }
+
+    /// Hands connection `idx`'s queued bytes to the ring as one send. Returns true when the
+    /// ring was full and the connection must stay dirty.
+    fn submit_pending(&mut self, idx: u32) -> bool {
+        let conn = self.conns[idx as usize].as_mut().expect("live conn");
+        let spare = conn.spare.take().unwrap_or_default();
+        assert!(spare.is_empty());
+        let buf = std::mem::replace(&mut conn.pending, spare);
+        let len = buf.len();
+        let ext_bytes = std::mem::take(&mut conn.pending_ext_bytes);
+        assert_eq!(len, buf.bytes.len() + ext_bytes);
+        let fd = conn.fd.expect("connected");
+        match self.ring.send(fd, buf, 0, token(idx, conn.gen, OP_SEND)) {
+            Ok(()) => {
+                conn.sending = true;
+                conn.inflight_bytes = len;
+                conn.ops += 1;
+                self.counters.sends += 1;
+                false
+            }
+            Err((e, buf)) => {
+                let spare = std::mem::replace(&mut conn.pending, buf);
+                conn.pending_ext_bytes = ext_bytes;
+                conn.spare = Some(spare);
+                if matches!(e, RingError::Busy) {
+                    conn.dirty = true;
+                    true
+                } else {
+                    tracing::warn!(error = %e, "send submission failed");
+                    self.close_conn(idx, CloseReason::Io);
+                    false
+                }
+            }
+        }
     }
 
     fn conn_for(&mut self, tok: u64) -> Option<(u32, &mut Conn)> {
@@ -1016,7 +1027,8 @@ impl Transport {
         self.counters.bytes_in += result as u64;
         self.process_frames(idx, on_event);
         if rearm {
-            self.arm_recv(idx);
+            // Re-armed by the next flush, after any reply queued by the frames' handler.
+            self.mark_dirty(idx);
         }
     }
 
