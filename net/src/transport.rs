@@ -138,12 +138,13 @@ pub enum Event<'a> {
     },
 }
 
-/// Connection-down reports produced where no event callback is at hand (local close,
-/// submission failure, timers); delivered before the next event.
+/// Reports produced where no event callback is at hand (local close, submission failure,
+/// timers, a send completed inline by flush); delivered before the next event.
 #[derive(Debug, Clone, Copy)]
 enum Notice {
     PeerDown { node: u64, conn: ConnId },
     ClientDown { client: u64, conn: ConnId },
+    Writable { conn: ConnId },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -542,6 +543,7 @@ impl Transport {
             on_event(match n {
                 Notice::PeerDown { node, conn } => Event::PeerDown { node, conn },
                 Notice::ClientDown { client, conn } => Event::ClientDown { client, conn },
+                Notice::Writable { conn } => Event::Writable { conn },
             });
         }
     }
@@ -783,26 +785,56 @@ impl Transport {
         self.dirty = dirty;
     }
 
-    /// Hands connection `idx`'s queued bytes to the ring as one send. Returns true when the
-    /// ring was full and the connection must stay dirty.
+    /// Sends connection `idx`'s queued bytes: as much as the socket takes at once right here
+    /// (small sends; see [`Ring::send_now`]), the rest as one ring send. Returns true when
+    /// the ring was full and the connection must stay dirty.
     fn submit_pending(&mut self, idx: u32) -> bool {
+        let budget = self.cfg.send_queue_bytes_max;
         let conn = self.conns[idx as usize].as_mut().expect("live conn");
+        let fd = conn.fd.expect("connected");
+        let now = match self.ring.send_now(fd, &conn.pending, 0) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::info!(error = %e, origin = ?conn.origin, "send failed");
+                self.close_conn(idx, CloseReason::Io);
+                return false;
+            }
+        };
+        if now > 0 {
+            self.counters.bytes_out += now as u64;
+            self.counters.sends += 1;
+            if now == conn.pending.len() {
+                conn.pending.clear();
+                if conn.blocked && conn.queued_bytes() <= budget / 2 {
+                    conn.blocked = false;
+                    let conn = ConnId {
+                        index: idx,
+                        gen: conn.gen,
+                    };
+                    self.notices.push(Notice::Writable { conn });
+                }
+                return false;
+            }
+        }
         let spare = conn.spare.take().unwrap_or_default();
         assert!(spare.is_empty());
         let buf = std::mem::replace(&mut conn.pending, spare);
         let len = buf.len();
         let ext_bytes = std::mem::take(&mut conn.pending_ext_bytes);
         assert_eq!(len, buf.bytes.len() + ext_bytes);
-        let fd = conn.fd.expect("connected");
-        match self.ring.send(fd, buf, 0, token(idx, conn.gen, OP_SEND)) {
+        match self.ring.send(fd, buf, now, token(idx, conn.gen, OP_SEND)) {
             Ok(()) => {
                 conn.sending = true;
-                conn.inflight_bytes = len;
+                conn.inflight_bytes = len - now;
                 conn.ops += 1;
                 self.counters.sends += 1;
                 false
             }
-            Err((e, buf)) => {
+            Err((e, mut buf)) => {
+                if now > 0 {
+                    // Keep what did not go; it is the head of the queue now.
+                    buf.bytes.drain(..now);
+                }
                 let spare = std::mem::replace(&mut conn.pending, buf);
                 conn.pending_ext_bytes = ext_bytes;
                 conn.spare = Some(spare);
