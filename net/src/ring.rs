@@ -1468,14 +1468,20 @@ mod tests {
         assert!(matches!(Ring::new(&cfg), Err(RingError::Config(_))));
     }
 
+    /// A connected loopback pair: (the peer's end, our end, our end as the ring names it).
+    fn socket_pair(ring: &mut Ring) -> (TcpStream, TcpStream, FdRef) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (ours, _) = listener.accept().unwrap();
+        let fd = ring.register_file(std::os::fd::AsRawFd::as_raw_fd(&ours));
+        (peer, ours, fd)
+    }
+
     #[test]
     fn send_now_sends_small_inline_bytes_and_declines_the_rest() {
         use std::io::Read;
         let mut ring = Ring::new(&RingConfig::default()).unwrap();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (ours, _) = listener.accept().unwrap();
-        let fd = ring.register_file(std::os::fd::AsRawFd::as_raw_fd(&ours));
+        let (mut peer, _ours, fd) = socket_pair(&mut ring);
         let buf = SendBuf {
             bytes: b"hello now".to_vec(),
             ext: Vec::new(),
@@ -1504,10 +1510,7 @@ mod tests {
                 ..RingConfig::default()
             };
             let mut ring = Ring::new(&cfg).unwrap();
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let mut peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-            let (ours, _) = listener.accept().unwrap();
-            let fd = ring.register_file(std::os::fd::AsRawFd::as_raw_fd(&ours));
+            let (mut peer, ours, fd) = socket_pair(&mut ring);
             let buf = SendBuf {
                 bytes: b"hello ring".to_vec(),
                 ext: Vec::new(),
