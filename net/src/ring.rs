@@ -704,6 +704,41 @@ impl Ring {
         }
     }
 
+    /// Sends what the socket takes right now of `buf` from wire offset `off`, with one
+    /// non-blocking send(2) on the calling thread, and returns how many bytes went (0 when the
+    /// socket buffer is full). No SQE and no completion: a small reply leaves before the ring
+    /// is entered. Only inline bytes below the zero-copy threshold go this way (what
+    /// [`Ring::send`] would hand to a plain SEND); for anything else it returns `Ok(0)` and
+    /// the bytes must go through [`Ring::send`]. The caller must have no other send on `fd`
+    /// in flight, or the bytes would overtake it.
+    pub fn send_now(&mut self, fd: FdRef, buf: &SendBuf, off: usize) -> io::Result<usize> {
+        if !buf.ext.is_empty() || off >= buf.bytes.len() {
+            return Ok(0);
+        }
+        let seg = &buf.bytes[off..];
+        if self.features.send_zc && seg.len() >= self.send_zc_threshold_bytes {
+            return Ok(0);
+        }
+        // SAFETY: `seg` is an initialized slice borrowed for the whole call and send(2) only
+        // reads `seg.len()` bytes from it; `fd.raw` is the caller's open socket.
+        let n = unsafe {
+            libc::send(
+                fd.raw,
+                seg.as_ptr().cast(),
+                seg.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if let Ok(n) = usize::try_from(n) {
+            return Ok(n);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EAGAIN | libc::EINTR) => Ok(0),
+            _ => Err(e),
+        }
+    }
+
     fn undo_send(&mut self, idx: u32) -> SendBuf {
         let op = self.slots[idx as usize].op.take();
         self.release_slot(idx, true);
@@ -1433,6 +1468,38 @@ mod tests {
         assert!(matches!(Ring::new(&cfg), Err(RingError::Config(_))));
     }
 
+    /// A connected loopback pair: (the peer's end, our end, our end as the ring names it).
+    fn socket_pair(ring: &mut Ring) -> (TcpStream, TcpStream, FdRef) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (ours, _) = listener.accept().unwrap();
+        let fd = ring.register_file(std::os::fd::AsRawFd::as_raw_fd(&ours));
+        (peer, ours, fd)
+    }
+
+    #[test]
+    fn send_now_sends_small_inline_bytes_and_declines_the_rest() {
+        use std::io::Read;
+        let mut ring = Ring::new(&RingConfig::default()).unwrap();
+        let (mut peer, _ours, fd) = socket_pair(&mut ring);
+        let buf = SendBuf {
+            bytes: b"hello now".to_vec(),
+            ext: Vec::new(),
+        };
+        assert_eq!(ring.send_now(fd, &buf, 6).unwrap(), 3);
+        let mut got = [0u8; 3];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"now");
+        // Spliced payloads go through the ring (one sendmsg), never inline.
+        let spliced = SendBuf {
+            bytes: b"head".to_vec(),
+            ext: vec![(4, Box::new(vec![1u8; 8]) as SharedPayload)],
+        };
+        assert_eq!(ring.send_now(fd, &spliced, 0).unwrap(), 0);
+        assert_eq!(ring.inflight(), 0);
+        drop(peer);
+    }
+
     #[test]
     fn send_and_receive_over_a_socket_pair() {
         use std::io::{Read, Write};
@@ -1443,10 +1510,7 @@ mod tests {
                 ..RingConfig::default()
             };
             let mut ring = Ring::new(&cfg).unwrap();
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let mut peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-            let (ours, _) = listener.accept().unwrap();
-            let fd = ring.register_file(std::os::fd::AsRawFd::as_raw_fd(&ours));
+            let (mut peer, ours, fd) = socket_pair(&mut ring);
             let buf = SendBuf {
                 bytes: b"hello ring".to_vec(),
                 ext: Vec::new(),

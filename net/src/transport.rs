@@ -138,12 +138,13 @@ pub enum Event<'a> {
     },
 }
 
-/// Connection-down reports produced where no event callback is at hand (local close,
-/// submission failure, timers); delivered before the next event.
+/// Reports produced where no event callback is at hand (local close, submission failure,
+/// timers, a send completed inline by flush); delivered before the next event.
 #[derive(Debug, Clone, Copy)]
 enum Notice {
     PeerDown { node: u64, conn: ConnId },
     ClientDown { client: u64, conn: ConnId },
+    Writable { conn: ConnId },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,6 +219,8 @@ pub struct Transport {
     done: Vec<Completion>,
     counters: Counters,
     next_deadline_scan: Instant,
+    /// Whether some connection may have a handshake deadline armed (see `run_timers`).
+    handshaking: bool,
     next_wake: Option<Instant>,
 }
 
@@ -316,6 +319,7 @@ impl Transport {
             done: Vec::with_capacity(cfg.ring.cq_entries as usize),
             counters: Counters::default(),
             next_deadline_scan: now,
+            handshaking: false,
             next_wake: None,
             cfg,
         };
@@ -539,6 +543,7 @@ impl Transport {
             on_event(match n {
                 Notice::PeerDown { node, conn } => Event::PeerDown { node, conn },
                 Notice::ClientDown { client, conn } => Event::ClientDown { client, conn },
+                Notice::Writable { conn } => Event::Writable { conn },
             });
         }
     }
@@ -582,16 +587,18 @@ impl Transport {
         }
         if now >= self.next_deadline_scan {
             self.next_deadline_scan = now + DEADLINE_SCAN_INTERVAL;
-            let expired: Vec<(u32, State)> = self
-                .conns
-                .iter()
-                .enumerate()
-                .filter_map(|(i, c)| {
-                    let c = c.as_ref()?;
-                    (c.state != State::Closing && c.deadline.is_some_and(|d| now >= d))
-                        .then_some((i as u32, c.state))
-                })
-                .collect();
+            let mut expired: Vec<(u32, State)> = Vec::new();
+            let mut pending = false;
+            for (i, c) in self.conns.iter().enumerate() {
+                let Some(c) = c.as_ref().filter(|c| c.state != State::Closing) else {
+                    continue;
+                };
+                match c.deadline {
+                    Some(d) if now >= d => expired.push((i as u32, c.state)),
+                    Some(_) => pending = true,
+                    None => {}
+                }
+            }
             for (idx, state) in expired {
                 let reason = if state == State::Connecting {
                     CloseReason::ConnectFailed
@@ -600,13 +607,12 @@ impl Transport {
                 };
                 self.close_conn(idx, reason);
             }
+            self.handshaking = pending;
         }
-        let handshaking = self
-            .conns
-            .iter()
-            .flatten()
-            .any(|c| c.deadline.is_some() && c.state != State::Closing);
-        if handshaking {
+        // Scanning the connection table on every turn would cost a busy-polling loop more
+        // than the rest of the turn; `handshaking` is set whenever a deadline is armed and
+        // cleared only by the periodic scan, so it may stay set one interval too long.
+        if self.handshaking {
             wake = Some(wake.map_or(self.next_deadline_scan, |w| w.min(self.next_deadline_scan)));
         }
         self.next_wake = wake;
@@ -665,6 +671,7 @@ impl Transport {
                 let conn = self.conns[idx as usize].as_mut().expect("new");
                 conn.ops += 1;
                 conn.deadline = Some(now + self.cfg.handshake_timeout);
+                self.handshaking = true;
                 self.peers[p].conn = Some(ConnId { index: idx, gen });
                 tracing::debug!(node, %addr, "dialing");
             }
@@ -689,6 +696,7 @@ impl Transport {
         conn.stream = Some(stream);
         conn.state = State::Hello;
         conn.deadline = Some(Instant::now() + cfg.handshake_timeout);
+        self.handshaking = true;
         conn.nonce = match handshake::nonce() {
             Ok(n) => n,
             Err(e) => {
@@ -748,6 +756,9 @@ impl Transport {
         }
     }
 
+    /// Submits each dirty connection's queued frames as one send, then re-arms its receive.
+    /// The send goes first: a receive armed on an empty socket costs a failed attempt plus a
+    /// poll registration, which would otherwise delay a reply in the same submission.
     fn flush(&mut self) {
         let mut dirty = std::mem::take(&mut self.dirty);
         let mut keep = Vec::new();
@@ -759,46 +770,84 @@ impl Transport {
             if conn.state == State::Closing || conn.state == State::Connecting {
                 continue;
             }
-            if !conn.recv_armed {
-                self.arm_recv(idx);
+            if !conn.sending && !conn.pending.is_empty() && self.submit_pending(idx) {
+                keep.push(idx);
             }
             let Some(conn) = self.conns[idx as usize].as_mut() else {
                 continue;
             };
-            if conn.sending || conn.pending.is_empty() || conn.state == State::Closing {
-                continue;
-            }
-            let spare = conn.spare.take().unwrap_or_default();
-            assert!(spare.is_empty());
-            let buf = std::mem::replace(&mut conn.pending, spare);
-            let len = buf.len();
-            let ext_bytes = std::mem::take(&mut conn.pending_ext_bytes);
-            assert_eq!(len, buf.bytes.len() + ext_bytes);
-            let fd = conn.fd.expect("connected");
-            match self.ring.send(fd, buf, 0, token(idx, conn.gen, OP_SEND)) {
-                Ok(()) => {
-                    conn.sending = true;
-                    conn.inflight_bytes = len;
-                    conn.ops += 1;
-                    self.counters.sends += 1;
-                }
-                Err((e, buf)) => {
-                    let spare = std::mem::replace(&mut conn.pending, buf);
-                    conn.pending_ext_bytes = ext_bytes;
-                    conn.spare = Some(spare);
-                    if matches!(e, RingError::Busy) {
-                        conn.dirty = true;
-                        keep.push(idx);
-                    } else {
-                        tracing::warn!(error = %e, "send submission failed");
-                        self.close_conn(idx, CloseReason::Io);
-                    }
-                }
+            if !conn.recv_armed {
+                self.arm_recv(idx);
             }
         }
         dirty.extend(keep);
         dirty.append(&mut self.dirty);
         self.dirty = dirty;
+    }
+
+    /// Sends connection `idx`'s queued bytes: as much as the socket takes at once right here
+    /// (small sends; see [`Ring::send_now`]), the rest as one ring send. Returns true when
+    /// the ring was full and the connection must stay dirty.
+    fn submit_pending(&mut self, idx: u32) -> bool {
+        let budget = self.cfg.send_queue_bytes_max;
+        let conn = self.conns[idx as usize].as_mut().expect("live conn");
+        let fd = conn.fd.expect("connected");
+        let now = match self.ring.send_now(fd, &conn.pending, 0) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::info!(error = %e, origin = ?conn.origin, "send failed");
+                self.close_conn(idx, CloseReason::Io);
+                return false;
+            }
+        };
+        if now > 0 {
+            self.counters.bytes_out += now as u64;
+            self.counters.sends += 1;
+            if now == conn.pending.len() {
+                conn.pending.clear();
+                if conn.blocked && conn.queued_bytes() <= budget / 2 {
+                    conn.blocked = false;
+                    let conn = ConnId {
+                        index: idx,
+                        gen: conn.gen,
+                    };
+                    self.notices.push(Notice::Writable { conn });
+                }
+                return false;
+            }
+        }
+        let spare = conn.spare.take().unwrap_or_default();
+        assert!(spare.is_empty());
+        let buf = std::mem::replace(&mut conn.pending, spare);
+        let len = buf.len();
+        let ext_bytes = std::mem::take(&mut conn.pending_ext_bytes);
+        assert_eq!(len, buf.bytes.len() + ext_bytes);
+        match self.ring.send(fd, buf, now, token(idx, conn.gen, OP_SEND)) {
+            Ok(()) => {
+                conn.sending = true;
+                conn.inflight_bytes = len - now;
+                conn.ops += 1;
+                self.counters.sends += 1;
+                false
+            }
+            Err((e, mut buf)) => {
+                if now > 0 {
+                    // Keep what did not go; it is the head of the queue now.
+                    buf.bytes.drain(..now);
+                }
+                let spare = std::mem::replace(&mut conn.pending, buf);
+                conn.pending_ext_bytes = ext_bytes;
+                conn.spare = Some(spare);
+                if matches!(e, RingError::Busy) {
+                    conn.dirty = true;
+                    true
+                } else {
+                    tracing::warn!(error = %e, "send submission failed");
+                    self.close_conn(idx, CloseReason::Io);
+                    false
+                }
+            }
+        }
     }
 
     fn conn_for(&mut self, tok: u64) -> Option<(u32, &mut Conn)> {
@@ -1010,7 +1059,8 @@ impl Transport {
         self.counters.bytes_in += result as u64;
         self.process_frames(idx, on_event);
         if rearm {
-            self.arm_recv(idx);
+            // Re-armed by the next flush, after any reply queued by the frames' handler.
+            self.mark_dirty(idx);
         }
     }
 
