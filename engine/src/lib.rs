@@ -7,6 +7,7 @@ pub mod applier;
 pub mod client;
 pub mod kv;
 pub mod node;
+pub mod placement;
 pub mod raft;
 pub mod sim;
 pub mod spsc;

@@ -84,7 +84,7 @@ fn config(idle: IdleStrategy, batch: usize) -> ApplierConfig {
         idle,
         park_timeout: Duration::from_millis(20),
         batch_entries_max: batch,
-        core: None,
+        placement: None,
     }
 }
 

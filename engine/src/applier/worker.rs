@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::link::ApplierLink;
 use super::machine::{Applied, ApplyResult, ApplyRole, EntrySource, StateMachine};
+use crate::placement::Placement;
 use crate::spsc::{Doorbell, Full};
 use crate::tuning::IdleStrategy;
 
@@ -56,8 +57,8 @@ pub struct ApplierConfig {
     /// Most entries applied for one shard before looking at the next, so a follower catching
     /// up on one shard does not starve the others. Also bounds the pending results.
     pub batch_entries_max: usize,
-    /// CPU to pin the applier thread to, if any.
-    pub core: Option<usize>,
+    /// Where the applier thread runs, if anywhere in particular.
+    pub placement: Option<Placement>,
 }
 
 impl Default for ApplierConfig {
@@ -66,7 +67,7 @@ impl Default for ApplierConfig {
             idle: IdleStrategy::Wait,
             park_timeout: Duration::from_millis(100),
             batch_entries_max: 1024,
-            core: None,
+            placement: None,
         }
     }
 }
@@ -397,20 +398,19 @@ impl<S: StateMachine + 'static, E: EntrySource + 'static> Applier<S, E> {
         });
     }
 
-    /// Starts the applier on its own thread (pinned to `config.core` when set; pinning
-    /// failure is logged, not fatal, so the same binary runs where affinity is restricted).
+    /// Starts the applier on its own thread, placed as `config.placement` says (a failure
+    /// to place it is logged, not fatal, so the same binary runs where affinity is
+    /// restricted).
     pub fn spawn(self) -> std::io::Result<ApplierHandle<S>> {
         let stop = Arc::new(AtomicBool::new(false));
         let doorbell = Arc::clone(&self.doorbell);
         let thread_stop = Arc::clone(&stop);
-        let core = self.config.core;
+        let placement = self.config.placement.clone();
         let thread = std::thread::Builder::new()
             .name("applier".into())
             .spawn(move || {
-                if let Some(core) = core {
-                    if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-                        tracing::warn!(core, "could not pin the applier thread");
-                    }
+                if let Some(placement) = placement {
+                    placement.apply("applier");
                 }
                 self.run(&thread_stop)
             })?;

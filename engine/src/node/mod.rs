@@ -36,7 +36,7 @@ use port::Port;
 pub use shard::{Shard, ShardSettings};
 pub use status::ShardReport;
 
-use crate::applier::{self, Applier, ApplierConfig, ShardApplier, StateMachine};
+use crate::applier::{self, Applier, ShardApplier, StateMachine};
 use crate::raft::{Config, EntryMeta, HardState, RecoveredState, Replica};
 use crate::spsc::Doorbell;
 use crate::tuning::NodeTuning;
@@ -277,18 +277,9 @@ pub fn run(
         ));
         parts.push((shard_id, opened, shard_link, kv));
     }
-    let applier = Applier::new(
-        ApplierConfig {
-            idle: tuning.host.idle,
-            park_timeout: Duration::from_millis(a.park_timeout_ms),
-            batch_entries_max: a.batch_entries_max as usize,
-            core: Some(tuning.host.cores.applier),
-        },
-        doorbell,
-        appliers,
-    )
-    .spawn()
-    .map_err(|e| NodeError::Thread("applier", e.to_string()))?;
+    let applier = Applier::new(tuning.host.applier_config(), doorbell, appliers)
+        .spawn()
+        .map_err(|e| NodeError::Thread("applier", e.to_string()))?;
 
     let member = tuning.member();
     let transport = Transport::bind_with_clients(
@@ -340,7 +331,9 @@ pub fn run(
                 .map(|m| (m.node_id, m.client_addr))
                 .collect(),
         };
-        let core = tuning.host.cores.shards[shard_id as usize];
+        let placement = tuning
+            .host
+            .placement(tuning.host.cores.shards[shard_id as usize]);
         let shard = Shard::new(
             settings,
             opened.replica,
@@ -355,9 +348,7 @@ pub fn run(
         let handle = std::thread::Builder::new()
             .name(format!("shard-{shard_id}"))
             .spawn(move || {
-                if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-                    tracing::warn!(core, "could not pin the shard thread");
-                }
+                placement.apply("shard");
                 if shard_id == 0 {
                     shard.run(&stop_shard, Some(&others))
                 } else {

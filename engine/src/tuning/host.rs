@@ -98,7 +98,8 @@ pub struct Cores {
     pub applier: usize,
     /// Allow several of this node's threads (and, in a local-cluster file, other nodes'
     /// threads) on one core. Only with idle strategy `wait`: two spinning threads on one core
-    /// starve each other. For small VMs (3 nodes on 2 vCPUs).
+    /// starve each other. For small VMs (3 nodes on 2 vCPUs). The threads are then not
+    /// pinned one per core but free to run on any of the cores listed here.
     #[serde(default)]
     pub shared_cores: bool,
 }
@@ -157,7 +158,7 @@ impl HostConfig {
             idle: self.idle,
             park_timeout: Duration::from_millis(self.applier.park_timeout_ms),
             batch_entries_max: self.applier.batch_entries_max as usize,
-            core: Some(self.cores.applier),
+            placement: Some(self.placement(self.cores.applier)),
         }
     }
 
@@ -175,6 +176,21 @@ impl HostConfig {
             threads.push((core, format!("node {} sqpoll", self.node_id)));
         }
         threads
+    }
+
+    /// Where a thread listed on `core` runs: pinned to it on dedicated cores; with
+    /// `shared_cores`, anywhere among all of this host's listed cores (see
+    /// [`crate::placement`]).
+    pub fn placement(&self, core: usize) -> crate::placement::Placement {
+        use crate::placement::Placement;
+        if !self.cores.shared_cores {
+            return Placement::Core(core);
+        }
+        let mut cores: Vec<usize> = self.cores.shards.clone();
+        cores.push(self.cores.applier);
+        cores.sort_unstable();
+        cores.dedup();
+        Placement::Among(cores)
     }
 
     /// Whether this host may put several threads on one core.
