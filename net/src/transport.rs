@@ -756,6 +756,14 @@ impl Transport {
         }
     }
 
+    /// Sends the frames queued so far now rather than at the next [`Transport::poll`]: a
+    /// caller with other work before it polls again (waking another thread, say) lets its
+    /// messages leave first. Small sends leave inline; the rest are queued on the ring and
+    /// submitted by the next poll.
+    pub fn flush_sends(&mut self) {
+        self.flush();
+    }
+
     /// Submits each dirty connection's queued frames as one send, then re-arms its receive.
     /// The send goes first: a receive armed on an empty socket costs a failed attempt plus a
     /// poll registration, which would otherwise delay a reply in the same submission.

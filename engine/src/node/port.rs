@@ -193,6 +193,14 @@ impl Port {
         }
     }
 
+    /// Lets queued frames leave now (shard 0, which owns the sockets); relayed shards'
+    /// frames go when the relay polls.
+    pub(crate) fn flush_sends(&mut self) {
+        if let Port::Net(n) = self {
+            n.transport.flush_sends();
+        }
+    }
+
     pub(crate) fn send_raft(
         &mut self,
         to: Dest,

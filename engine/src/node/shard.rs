@@ -336,9 +336,7 @@ impl Shard {
         self.start_sync()?;
         let sent = self.flush_outbox();
         self.report_applied();
-        let s = &mut self.state;
-        s.link.flush();
-        let answered = s.answer_clients();
+        let answered = self.state.answer_clients();
         let s = &mut self.state;
         for (conn, reply) in s.replies.drain(..) {
             match self
@@ -349,6 +347,10 @@ impl Shard {
                 Err(e) => debug!(error = %e, "client reply dropped"),
             }
         }
+        // Messages and replies leave before the applier is woken: its wake-up is a futex
+        // call and, on a shared core, a context switch that would otherwise delay them.
+        self.port.flush_sends();
+        self.state.link.flush();
         Ok(sent || answered)
     }
 
