@@ -328,7 +328,12 @@ pub fn open_loop(
 
 /// Round trip of a 64-byte message over loopback with std blocking sockets, median of
 /// `rounds`, measured in this process: the baseline the commit latency is judged by.
-pub fn loopback_rtt(rounds: usize) -> std::io::Result<Duration> {
+///
+/// With `pace`, each ping starts `pace` after the previous one started, as the open-loop
+/// probe's requests do: on a VM an idle vCPU halts, and waking it costs far more than a
+/// wake-up in a back-to-back exchange, so the paced figure is the like-for-like baseline
+/// of a probe at that rate.
+pub fn loopback_rtt(rounds: usize, pace: Option<Duration>) -> std::io::Result<Duration> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let echo = std::thread::spawn(move || -> std::io::Result<()> {
@@ -347,7 +352,12 @@ pub fn loopback_rtt(rounds: usize) -> std::io::Result<Duration> {
     s.set_nodelay(true)?;
     let mut buf = [7u8; 64];
     let mut samples = Vec::with_capacity(rounds);
+    let mut next = Instant::now();
     for _ in 0..rounds {
+        if let Some(pace) = pace {
+            next += pace;
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        }
         let t = Instant::now();
         s.write_all(&buf)?;
         s.read_exact(&mut buf)?;

@@ -149,12 +149,15 @@ struct FollowerCatchUp {
 struct RunReport {
     run: usize,
     loopback_rtt_us: f64,
+    /// The same ping-pong paced at the probe's rate (see `load::loopback_rtt`).
+    loopback_rtt_paced_us: Option<f64>,
     sweep: Vec<SweepPoint>,
     entries_per_sec: f64,
     mb_per_sec: f64,
     commit_latency: Latency,
     probe: Option<Latency>,
     probe_p50_over_rtt: Option<f64>,
+    probe_p50_over_paced_rtt: Option<f64>,
     entries_per_append: f64,
     follower_apply_lag_max: u64,
     leader: u64,
@@ -310,7 +313,7 @@ fn one_run(
     admin: &mut Client,
     args: &LoadArgs,
 ) -> Result<RunReport, String> {
-    let rtt = load::loopback_rtt(2000).map_err(|e| format!("loopback baseline: {e}"))?;
+    let rtt = load::loopback_rtt(2000, None).map_err(|e| format!("loopback baseline: {e}"))?;
     let before = statuses(admin, members);
     let appends_before: (u64, u64) = before
         .iter()
@@ -437,9 +440,25 @@ fn one_run(
 
     let eps = entries as f64 / elapsed.as_secs_f64().max(1e-9);
     let rtt_us = rtt.as_secs_f64() * 1e6;
+    // Paced like the probe, over at most a second.
+    let paced_rtt_us = match &probe {
+        Some(_) => {
+            let pace = Duration::from_nanos(1_000_000_000 / args.probe_rate.max(1));
+            let rounds = args.probe_rate.clamp(100, 1000) as usize;
+            let paced = load::loopback_rtt(rounds, Some(pace))
+                .map_err(|e| format!("paced loopback baseline: {e}"))?;
+            Some(paced.as_secs_f64() * 1e6)
+        }
+        None => None,
+    };
     Ok(RunReport {
         run,
         loopback_rtt_us: rtt_us,
+        loopback_rtt_paced_us: paced_rtt_us,
+        probe_p50_over_paced_rtt: probe
+            .as_ref()
+            .zip(paced_rtt_us)
+            .map(|(p, paced)| p.p50_us as f64 / paced.max(1e-3)),
         sweep,
         entries_per_sec: eps,
         mb_per_sec: eps * args.payload as f64 / 1e6,
@@ -537,6 +556,12 @@ fn print_run(r: &RunReport) {
             r.loopback_rtt_us,
             r.probe_p50_over_rtt.unwrap_or(0.0)
         );
+        if let (Some(paced), Some(ratio)) = (r.loopback_rtt_paced_us, r.probe_p50_over_paced_rtt) {
+            let _ = writeln!(
+                out,
+                "  (the same ping-pong paced at the probe's rate: RTT {paced:.1} µs, p50 = {ratio:.1}x that; an idle vCPU is slow to wake)"
+            );
+        }
     }
     let _ = write!(
         out,
