@@ -77,6 +77,10 @@ struct AppliedReport {
     node: u64,
     applied: u64,
     at: Instant,
+    /// Has been within the lag limit since it (re)appeared. A follower that restarted
+    /// (its applied index went back) or came back after going silent replays from far
+    /// behind; until it is within the limit it does not hold writes.
+    in_sync: bool,
 }
 
 /// A client request whose entries were proposed and are waiting to be committed.
@@ -679,21 +683,32 @@ impl State {
 
     fn on_applied_report(&mut self, node: u64, applied: u64) {
         let at = Instant::now();
+        let within = self.replica.commit().saturating_sub(applied) <= self.settings.apply_lag_max;
+        let stale_after = self.settings.report_stale_after;
         match self.reports.iter_mut().find(|r| r.node == node) {
             Some(r) => {
-                r.applied = r.applied.max(applied);
+                let restarted = applied < r.applied;
+                let was_down = at.duration_since(r.at) >= stale_after;
+                r.in_sync = within || (r.in_sync && !restarted && !was_down);
+                r.applied = applied;
                 r.at = at;
             }
-            None => self.reports.push(AppliedReport { node, applied, at }),
+            None => self.reports.push(AppliedReport {
+                node,
+                applied,
+                at,
+                in_sync: within,
+            }),
         }
     }
 
     /// Leader: whether a live replica has more than `apply_lag_max` committed entries left
     /// to apply, whether its log or its applier is what lags. The leader's own applier
-    /// counts, and every follower whose last report is fresher than an election timeout;
-    /// a silent one is treated as down, so a dead replica never stops writes. A follower
-    /// catching up after a restart holds writes until it is within the limit: that is
-    /// the price of never letting a live replica fall behind.
+    /// counts, and every follower that is in sync (see [`AppliedReport::in_sync`]) and
+    /// reported within an election timeout: a silent one is treated as down, so a dead
+    /// replica never stops writes, and one replaying after a restart does not hold them
+    /// until it has caught up to within the limit. A follower that was in sync cannot
+    /// fall further behind than the limit while it keeps reporting.
     fn appliers_behind(&self) -> bool {
         let commit = self.replica.commit();
         let limit = self.settings.apply_lag_max;

@@ -81,8 +81,9 @@ pub struct Replication {
     pub frame_bytes_max: u64,
     /// Most committed entries any live replica (the leader included) may have left to
     /// apply, whether its log or its applier lags: beyond it the leader holds new client
-    /// writes until the lag is back in bounds, so no replica falls behind under load. A follower not heard from for
-    /// an election timeout counts as down and holds nothing back.
+    /// writes until the lag is back in bounds, so no replica falls behind under load. A
+    /// follower not heard from for an election timeout counts as down and holds nothing
+    /// back; one replaying after a restart counts again once it is within the limit.
     #[serde(default = "default_apply_lag_entries_max")]
     pub apply_lag_entries_max: u64,
 }
