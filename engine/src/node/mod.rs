@@ -14,6 +14,7 @@
 //! waits (bounded by `drain_timeout`) until every follower holds its commit index, the
 //! log is synced and the applier has applied everything committed.
 
+mod apply_gate;
 mod convert;
 mod machine;
 mod port;

@@ -29,6 +29,7 @@ use quanta::Instant;
 use storage::{HardStateFile, Log, PendingSync, RecordRun};
 use tracing::{debug, info, warn};
 
+use super::apply_gate::ApplyGate;
 use super::convert::{from_wire, to_wire};
 use super::machine::SharedKv;
 use super::port::Port;
@@ -69,18 +70,6 @@ pub struct ShardSettings {
     /// A follower whose applied report is older than this (an election timeout) no longer
     /// holds writes back: it is treated as down.
     pub report_stale_after: Duration,
-}
-
-/// A follower's applied index as it last reported it (leader side).
-#[derive(Debug, Clone, Copy)]
-struct AppliedReport {
-    node: u64,
-    applied: u64,
-    at: Instant,
-    /// Has been within the lag limit since it (re)appeared. A follower that restarted
-    /// (its applied index went back) or came back after going silent replays from far
-    /// behind; until it is within the limit it does not hold writes.
-    in_sync: bool,
 }
 
 /// A client request whose entries were proposed and are waiting to be committed.
@@ -154,8 +143,8 @@ struct State {
     wake_armed: bool,
     /// The applied index the last answer pass saw.
     applied_seen: u64,
-    /// Leader: each follower's last applied report.
-    reports: Vec<AppliedReport>,
+    /// Leader: followers' applied reports and the rule that holds writes.
+    gate: ApplyGate,
     /// Follower: the applied index last reported, and to which leader and term.
     reported: (u64, Option<u64>, u64),
 }
@@ -185,6 +174,7 @@ impl Shard {
         kv: SharedKv,
         port: Port,
     ) -> Self {
+        let gate = ApplyGate::new(settings.apply_lag_max, settings.report_stale_after);
         Shard {
             port,
             state: State {
@@ -212,7 +202,7 @@ impl Shard {
                 wake: None,
                 wake_armed: false,
                 applied_seen: 0,
-                reports: Vec::new(),
+                gate,
                 reported: (0, None, 0),
             },
         }
@@ -373,7 +363,7 @@ impl Shard {
         let moved = applied.saturating_sub(last);
         let due = to != Some(leader)
             || in_term != term
-            || moved >= (s.settings.apply_lag_max / 8).max(1)
+            || moved >= (s.gate.limit() / 8).max(1)
             || (moved > 0 && applied >= s.replica.commit());
         if !due {
             return;
@@ -682,44 +672,17 @@ impl State {
     }
 
     fn on_applied_report(&mut self, node: u64, applied: u64) {
-        let at = Instant::now();
-        let within = self.replica.commit().saturating_sub(applied) <= self.settings.apply_lag_max;
-        let stale_after = self.settings.report_stale_after;
-        match self.reports.iter_mut().find(|r| r.node == node) {
-            Some(r) => {
-                let restarted = applied < r.applied;
-                let was_down = at.duration_since(r.at) >= stale_after;
-                r.in_sync = within || (r.in_sync && !restarted && !was_down);
-                r.applied = applied;
-                r.at = at;
-            }
-            None => self.reports.push(AppliedReport {
-                node,
-                applied,
-                at,
-                in_sync: within,
-            }),
-        }
+        self.gate
+            .on_report(node, applied, self.replica.commit(), Instant::now());
     }
 
-    /// Leader: whether a live replica has more than `apply_lag_max` committed entries left
-    /// to apply, whether its log or its applier is what lags. The leader's own applier
-    /// counts, and every follower that is in sync (see [`AppliedReport::in_sync`]) and
-    /// reported within an election timeout: a silent one is treated as down, so a dead
-    /// replica never stops writes, and one replaying after a restart does not hold them
-    /// until it has caught up to within the limit. A follower that was in sync cannot
-    /// fall further behind than the limit while it keeps reporting.
+    /// Leader: whether new writes must wait for an applier (see [`ApplyGate`]).
     fn appliers_behind(&self) -> bool {
-        let commit = self.replica.commit();
-        let limit = self.settings.apply_lag_max;
-        if commit.saturating_sub(self.link.applied_index()) > limit {
-            return true;
-        }
-        let now = Instant::now();
-        self.reports.iter().any(|r| {
-            now.duration_since(r.at) < self.settings.report_stale_after
-                && commit.saturating_sub(r.applied) > limit
-        })
+        self.gate.holds_writes(
+            self.replica.commit(),
+            self.link.applied_index(),
+            Instant::now(),
+        )
     }
 
     /// The known leader's client address, for redirects.
