@@ -348,6 +348,9 @@ pub struct ShardStatus {
     pub append_msgs_sent: u64,
     /// Entries carried by those messages.
     pub append_entries_sent: u64,
+    /// Client submits this node, as leader, held because a replica's applier was more
+    /// than `replication.apply_lag_entries_max` behind (counted once each).
+    pub writes_held: u64,
 }
 
 impl ShardStatus {

@@ -743,6 +743,7 @@ impl State {
         }
         if self.replica.role() == Role::Leader && (!self.held.is_empty() || self.appliers_behind())
         {
+            self.sent.writes_held += 1;
             self.held.push_back(HeldSubmit {
                 conn,
                 request_id,

@@ -9,11 +9,13 @@ use super::machine::SharedKv;
 use crate::applier::StateMachine;
 use crate::raft::Replica;
 
-/// Counters a shard keeps about its own sends.
+/// Counters a shard keeps about its own work.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct SendCounters {
     pub append_msgs: u64,
     pub append_entries: u64,
+    /// Submits held by the apply-lag rule.
+    pub writes_held: u64,
 }
 
 pub(crate) fn shard_status(
@@ -50,6 +52,7 @@ pub(crate) fn shard_status(
             .collect(),
         append_msgs_sent: sent.append_msgs,
         append_entries_sent: sent.append_entries,
+        writes_held: sent.writes_held,
     }
 }
 

@@ -160,6 +160,8 @@ struct RunReport {
     probe_p50_over_paced_rtt: Option<f64>,
     entries_per_append: f64,
     follower_apply_lag_max: u64,
+    /// Submits the leader held for lagging appliers during the run.
+    writes_held: u64,
     leader: u64,
     leader_committed: u64,
     followers: Vec<FollowerCatchUp>,
@@ -319,6 +321,7 @@ fn one_run(
         .iter()
         .map(|r| (r.append_msgs_sent, r.append_entries_sent))
         .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    let held_before: u64 = before.iter().map(|r| r.writes_held).sum();
 
     // Closed-loop phases (one per client count), with the apply lag sampled meanwhile.
     let total = Duration::from_secs_f64(args.seconds.max(0.1));
@@ -435,6 +438,11 @@ fn one_run(
         .iter()
         .map(|r| (r.append_msgs_sent, r.append_entries_sent))
         .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    let writes_held = after
+        .iter()
+        .map(|r| r.writes_held)
+        .sum::<u64>()
+        .saturating_sub(held_before);
     let msgs = appends_after.0.saturating_sub(appends_before.0);
     let sent = appends_after.1.saturating_sub(appends_before.1);
 
@@ -467,6 +475,7 @@ fn one_run(
         probe,
         entries_per_append: sent as f64 / msgs.max(1) as f64,
         follower_apply_lag_max: lag_max,
+        writes_held,
         leader,
         leader_committed,
         followers,
@@ -541,8 +550,8 @@ fn print_run(r: &RunReport) {
     }
     let _ = writeln!(
         out,
-        "  throughput {:.0} entries/s ({:.1} MB/s), {:.1} entries per AppendEntries, follower apply lag max {} entries",
-        r.entries_per_sec, r.mb_per_sec, r.entries_per_append, r.follower_apply_lag_max
+        "  throughput {:.0} entries/s ({:.1} MB/s), {:.1} entries per AppendEntries, follower apply lag max {} entries, writes held for appliers {}",
+        r.entries_per_sec, r.mb_per_sec, r.entries_per_append, r.follower_apply_lag_max, r.writes_held
     );
     if let Some(p) = &r.probe {
         let _ = writeln!(

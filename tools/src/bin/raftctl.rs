@@ -133,8 +133,13 @@ fn status(target: &Target, json: bool) -> Result<(), String> {
                         format!("{}:{m}/{}", f.node_id, r.commit.saturating_sub(m))
                     })
                     .collect();
+                let held = if r.writes_held > 0 {
+                    format!("  writes held for appliers: {}", r.writes_held)
+                } else {
+                    String::new()
+                };
                 println!(
-                    "{:>5} {:>13} {:>6} {:>7} {:>10} {:>10} {:>10} {:>18x}  {}",
+                    "{:>5} {:>13} {:>6} {:>7} {:>10} {:>10} {:>10} {:>18x}  {}{held}",
                     r.node_id,
                     r.role,
                     r.term,
