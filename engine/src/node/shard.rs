@@ -33,7 +33,7 @@ use super::apply_gate::ApplyGate;
 use super::convert::{from_wire, to_wire};
 use super::machine::SharedKv;
 use super::port::Port;
-use super::status::{shard_status, SendCounters, ShardReport};
+use super::status::{shard_status, ShardCounters, ShardReport};
 use super::NodeError;
 use crate::applier::{ApplyResult, ShardLink};
 use crate::kv::Command;
@@ -137,7 +137,7 @@ struct State {
     draining: bool,
     fatal: Option<NodeError>,
     frames_rejected: u64,
-    sent: SendCounters,
+    counters: ShardCounters,
     /// The shard's end of the applier's wake-up socket, polled on the ring.
     wake: Option<UnixStream>,
     wake_armed: bool,
@@ -198,7 +198,7 @@ impl Shard {
                 draining: false,
                 fatal: None,
                 frames_rejected: 0,
-                sent: SendCounters::default(),
+                counters: ShardCounters::default(),
                 wake: None,
                 wake_armed: false,
                 applied_seen: 0,
@@ -470,8 +470,8 @@ impl Shard {
                     log_send_error(to, e);
                     break;
                 }
-                s.sent.append_msgs += 1;
-                s.sent.append_entries += records;
+                s.counters.append_msgs += 1;
+                s.counters.append_entries += records;
                 prev = run_last;
                 prev_t = run_last_term;
             }
@@ -493,7 +493,7 @@ impl Shard {
             s.settings.shard,
             &s.replica,
             &s.kv,
-            s.sent,
+            s.counters,
         );
         info!(
             shard = s.settings.shard,
@@ -575,11 +575,22 @@ impl State {
         m: &net::wire::ArchivedRaftMessage,
         payload: &[u8],
     ) -> Result<(), NodeError> {
+        let from = m.from.to_native();
+        if from != node {
+            self.frames_rejected += 1;
+            self.to_close.push((
+                conn,
+                format!("peer {node} sent a message claiming to be from {from}"),
+            ));
+            return Ok(());
+        }
         if let net::wire::ArchivedRaftBody::Applied { index } = &m.body {
-            if !payload.is_empty() || m.from.to_native() != node {
+            if !payload.is_empty() {
                 self.frames_rejected += 1;
-                self.to_close
-                    .push((conn, format!("peer {node}: malformed applied report")));
+                self.to_close.push((
+                    conn,
+                    format!("peer {node}: payload attached to an applied report"),
+                ));
             } else if m.term.to_native() == self.replica.term() {
                 self.on_applied_report(node, index.to_native());
             }
@@ -593,17 +604,6 @@ impl State {
                 return Ok(());
             }
         };
-        if msg.from != node {
-            self.frames_rejected += 1;
-            self.to_close.push((
-                conn,
-                format!(
-                    "peer {node} sent a message claiming to be from {}",
-                    msg.from
-                ),
-            ));
-            return Ok(());
-        }
         if let Err(e) = self.replica.step(&msg, &mut self.actions) {
             debug!(shard = self.settings.shard, peer = node, reason = %e, "message ignored");
         }
@@ -630,7 +630,7 @@ impl State {
                     self.settings.shard,
                     &self.replica,
                     &self.kv,
-                    self.sent,
+                    self.counters,
                 );
                 self.replies.push((
                     conn,
@@ -743,7 +743,7 @@ impl State {
         }
         if self.replica.role() == Role::Leader && (!self.held.is_empty() || self.appliers_behind())
         {
-            self.sent.writes_held += 1;
+            self.counters.writes_held += 1;
             self.held.push_back(HeldSubmit {
                 conn,
                 request_id,

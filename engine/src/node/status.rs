@@ -11,7 +11,7 @@ use crate::raft::Replica;
 
 /// Counters a shard keeps about its own work.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct SendCounters {
+pub(crate) struct ShardCounters {
     pub append_msgs: u64,
     pub append_entries: u64,
     /// Submits held by the apply-lag rule.
@@ -23,7 +23,7 @@ pub(crate) fn shard_status(
     shard: u32,
     replica: &Replica,
     kv: &SharedKv,
-    sent: SendCounters,
+    counters: ShardCounters,
 ) -> ShardReport {
     let status = replica.status();
     // Hash and applied index under one lock, so they describe the same state.
@@ -50,9 +50,9 @@ pub(crate) fn shard_status(
                 match_index: p.match_index,
             })
             .collect(),
-        append_msgs_sent: sent.append_msgs,
-        append_entries_sent: sent.append_entries,
-        writes_held: sent.writes_held,
+        append_msgs_sent: counters.append_msgs,
+        append_entries_sent: counters.append_entries,
+        writes_held: counters.writes_held,
     }
 }
 

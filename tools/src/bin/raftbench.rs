@@ -126,6 +126,17 @@ impl Latency {
             count: h.len(),
         }
     }
+
+    /// "p50 .. p99 .. p99.9 .. max .." with units.
+    fn percentiles(&self) -> String {
+        format!(
+            "p50 {} p99 {} p99.9 {} max {}",
+            ms(self.p50_us),
+            ms(self.p99_us),
+            ms(self.p999_us),
+            ms(self.max_us)
+        )
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -537,14 +548,11 @@ fn print_run(r: &RunReport) {
     for p in &r.sweep {
         let _ = writeln!(
             out,
-            "  {:>3} clients: {:>10.0} entries/s {:>7.1} MB/s   commit latency p50 {} p99 {} p99.9 {} max {}   retried (Busy/redirect) {}",
+            "  {:>3} clients: {:>10.0} entries/s {:>7.1} MB/s   commit latency {}   retried (Busy/redirect) {}",
             p.clients,
             p.entries_per_sec,
             p.mb_per_sec,
-            ms(p.latency.p50_us),
-            ms(p.latency.p99_us),
-            ms(p.latency.p999_us),
-            ms(p.latency.max_us),
+            p.latency.percentiles(),
             p.retries
         );
     }
@@ -556,11 +564,8 @@ fn print_run(r: &RunReport) {
     if let Some(p) = &r.probe {
         let _ = writeln!(
             out,
-            "  open-loop probe: p50 {} p99 {} p99.9 {} max {} ({} requests); loopback RTT {:.1} µs, p50 = {:.1}x RTT",
-            ms(p.p50_us),
-            ms(p.p99_us),
-            ms(p.p999_us),
-            ms(p.max_us),
+            "  open-loop probe: {} ({} requests); loopback RTT {:.1} µs, p50 = {:.1}x RTT",
+            p.percentiles(),
             p.count,
             r.loopback_rtt_us,
             r.probe_p50_over_rtt.unwrap_or(0.0)
