@@ -141,12 +141,29 @@ pub struct Features {
 pub struct FdRef {
     raw: RawFd,
     fixed: Option<u32>,
+    copy_only: bool,
 }
 
 impl FdRef {
     /// Whether the fd sits in the registered-file table.
     pub fn is_fixed(&self) -> bool {
         self.fixed.is_some()
+    }
+
+    /// The same fd, never sent to with zero-copy sends. For a socket whose peer is on this
+    /// host: loopback delivery copies every zero-copy fragment into the receiver's buffer
+    /// anyway (`skb_copy_ubufs`), after pinning the pages, and posts a notification per
+    /// send, so zero copy costs more than a plain copying send there.
+    pub fn copy_only(self) -> FdRef {
+        FdRef {
+            copy_only: true,
+            ..self
+        }
+    }
+
+    /// Whether zero-copy sends are off for this fd (see [`FdRef::copy_only`]).
+    pub fn is_copy_only(&self) -> bool {
+        self.copy_only
     }
 }
 
@@ -636,7 +653,7 @@ impl Ring {
     ) -> Result<(), (RingError, SendBuf)> {
         let total = buf.len();
         assert!(off < total, "empty send");
-        let zc = self.features.send_zc && total - off >= self.send_zc_threshold_bytes;
+        let zc = self.zero_copy(fd, total - off);
         let vec = if buf.ext.is_empty() {
             None
         } else {
@@ -716,7 +733,7 @@ impl Ring {
             return Ok(0);
         }
         let seg = &buf.bytes[off..];
-        if self.features.send_zc && seg.len() >= self.send_zc_threshold_bytes {
+        if self.zero_copy(fd, seg.len()) {
             return Ok(0);
         }
         // SAFETY: `seg` is an initialized slice borrowed for the whole call and send(2) only
@@ -737,6 +754,11 @@ impl Ring {
             Some(libc::EAGAIN | libc::EINTR) => Ok(0),
             _ => Err(e),
         }
+    }
+
+    /// Whether a send of `len` bytes on `fd` goes zero-copy.
+    fn zero_copy(&self, fd: FdRef, len: usize) -> bool {
+        self.features.send_zc && !fd.copy_only && len >= self.send_zc_threshold_bytes
     }
 
     fn undo_send(&mut self, idx: u32) -> SendBuf {
@@ -905,6 +927,7 @@ impl Ring {
                     return FdRef {
                         raw,
                         fixed: Some(slot),
+                        copy_only: false,
                     }
                 }
                 Err(e) => {
@@ -913,7 +936,11 @@ impl Ring {
                 }
             }
         }
-        FdRef { raw, fixed: None }
+        FdRef {
+            raw,
+            fixed: None,
+            copy_only: false,
+        }
     }
 
     /// Removes an fd from the registered-file table. Call only once no operation on it is in

@@ -692,7 +692,9 @@ impl Transport {
         if let Err(e) = stream.set_nodelay(true) {
             tracing::warn!(error = %e, "TCP_NODELAY failed");
         }
-        conn.fd = Some(self.ring.register_file(stream.as_raw_fd()));
+        let fd = self.ring.register_file(stream.as_raw_fd());
+        let local_peer = stream.peer_addr().is_ok_and(|a| a.ip().is_loopback());
+        conn.fd = Some(if local_peer { fd.copy_only() } else { fd });
         conn.stream = Some(stream);
         conn.state = State::Hello;
         conn.deadline = Some(Instant::now() + cfg.handshake_timeout);
