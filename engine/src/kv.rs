@@ -30,6 +30,7 @@
 use std::collections::HashMap;
 
 use foldhash::quality::RandomState;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 use crate::applier::{ApplyResult, ApplyRole, Rejection, StateMachine};
 
@@ -214,19 +215,27 @@ fn encode_key(key: &[u8], out: &mut Vec<u8>) {
 ///
 /// The state hash is the wrapping sum of a 64-bit hash of each (key, value) pair: it depends
 /// only on the contents, not on the order of operations, and is updated in O(1) per
-/// command. The pair hash is a fixed word-wise FNV-1a plus a SplitMix finaliser, written out here so
-/// replicas built by different compiler versions agree (std's `DefaultHasher` promises no
-/// stability).
+/// command. The pair hash is XXH3 (see `pair_hash`), a fixed published algorithm, where
+/// std's `DefaultHasher` promises no stability. Each pair's hash is stored beside its value,
+/// so an overwrite or delete subtracts it without reading the old value again: that read
+/// missed the cache for every command of a large working set.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KvStore {
     /// Hashed, not ordered: nothing iterates it in order (the state hash is a sum), and a
     /// lookup is one hash and one compare where a B-tree of 10^5 keys compares ~17 times.
     /// The hasher is seeded per store, so client-chosen keys cannot force collisions.
-    map: HashMap<Vec<u8>, Vec<u8>, RandomState>,
+    map: HashMap<Vec<u8>, Stored, RandomState>,
     hash: u64,
     applied_index: u64,
     applied_term: u64,
     rejected: u64,
+}
+
+/// A value and the hash of its pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stored {
+    value: Vec<u8>,
+    pair_hash: u64,
 }
 
 impl KvStore {
@@ -238,7 +247,7 @@ impl KvStore {
     /// Reads a key. Linearizable only when called after the applied index passed the
     /// ReadIndex of the read.
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        self.map.get(key).map(Vec::as_slice)
+        self.map.get(key).map(|stored| stored.value.as_slice())
     }
 
     /// Number of keys.
@@ -264,8 +273,8 @@ impl KvStore {
     /// Recomputes the hash from the contents; equals [`StateMachine::state_hash`] unless
     /// the incremental update has a bug (checked by tests).
     pub fn recompute_hash(&self) -> u64 {
-        self.map.iter().fold(0u64, |sum, (key, value)| {
-            sum.wrapping_add(pair_hash(key, value))
+        self.map.iter().fold(0u64, |sum, (key, stored)| {
+            sum.wrapping_add(pair_hash(key, &stored.value))
         })
     }
 
@@ -274,21 +283,23 @@ impl KvStore {
         match command {
             Command::NoOp => None,
             Command::Put { key, value } => {
-                self.hash = self.hash.wrapping_add(pair_hash(key, value));
+                let pair_hash = pair_hash(key, value);
+                self.hash = self.hash.wrapping_add(pair_hash);
                 // Overwrites reuse the stored key and value buffers: no allocation.
                 if let Some(stored) = self.map.get_mut(key) {
-                    self.hash = self.hash.wrapping_sub(pair_hash(key, stored));
-                    stored.clear();
-                    stored.extend_from_slice(value);
+                    self.hash = self.hash.wrapping_sub(stored.pair_hash);
+                    stored.pair_hash = pair_hash;
+                    stored.value.clear();
+                    stored.value.extend_from_slice(value);
                     return Some(());
                 }
-                self.map.insert(key.to_vec(), value.to_vec());
+                let value = value.to_vec();
+                self.map.insert(key.to_vec(), Stored { value, pair_hash });
                 Some(())
             }
             Command::Delete { key } => {
-                let previous = self.map.remove(key);
-                if let Some(previous) = &previous {
-                    self.hash = self.hash.wrapping_sub(pair_hash(key, previous));
+                if let Some(previous) = self.map.remove(key) {
+                    self.hash = self.hash.wrapping_sub(previous.pair_hash);
                 }
                 Some(())
             }
@@ -325,34 +336,11 @@ impl StateMachine for KvStore {
     }
 }
 
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-
-/// FNV-1a over 8-byte little-endian words (then the tail bytes): an eighth of the
-/// multiplications of the byte-wise form, which dominated applying 256 B values.
-fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
-    let mut words = bytes.chunks_exact(8);
-    for word in &mut words {
-        hash ^= u64::from_le_bytes(word.try_into().expect("chunks of 8"));
-        hash = hash.wrapping_mul(FNV_PRIME);
-    }
-    for &byte in words.remainder() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(FNV_PRIME);
-    }
-    hash
-}
-
-/// Hash of one pair; the key length is mixed in so ("ab", "c") and ("a", "bc") differ.
+/// Hash of one pair: XXH3 (a published, fixed algorithm, so replicas built by different
+/// compiler versions agree) of the key, seeded with the XXH3 of the value. XXH3 mixes the
+/// input length in, so ("ab", "c") and ("a", "bc") differ. The value is hashed unseeded:
+/// for inputs over 240 B a seeded XXH3 first derives a secret from its seed, which costs
+/// more than hashing a 256 B value.
 fn pair_hash(key: &[u8], value: &[u8]) -> u64 {
-    let len = u64::try_from(key.len()).unwrap_or(u64::MAX);
-    let hash = fnv1a(FNV_OFFSET, &len.to_le_bytes());
-    let hash = fnv1a(hash, key);
-    let hash = fnv1a(hash, value);
-    // SplitMix64 finaliser: spreads FNV's weak high bits so sums of pair hashes do not
-    // cancel for similar keys.
-    let mut z = hash;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    xxh3_64_with_seed(key, xxh3_64(value))
 }
