@@ -36,6 +36,10 @@
 //! the next one the same way (`next-segment.prepared`, used by the next roll that finds
 //! no spare): syncs of a segment whose blocks are written flush only data pages, while
 //! on a merely `fallocate`d one each sync also commits unwritten-extent conversions.
+//! A log whose owner never syncs ([`LogConfig::synced`] false, e.g. fsync off) has its
+//! next segment prepared differently: allocated and mapped, with every page table entry
+//! populated writable (`MADV_POPULATE_WRITE`) on the preparer thread, so its appends take
+//! no page faults.
 //!
 //! Compaction keeps up to [`LogConfig::spare_segments_max`] dropped segment files as
 //! `*.spare`, still mapped, and later segments reuse them (a segment a reader or a

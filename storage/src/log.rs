@@ -53,6 +53,11 @@ pub struct LogConfig {
     /// pages are already allocated and cached avoids a page-cache fill per page on
     /// append and extent conversion on sync. 0 deletes compacted segments.
     pub spare_segments_max: usize,
+    /// Whether the owner makes appends durable with syncs (group commit). Decides how
+    /// the next segment is prepared ahead of use: zero-filled and synced for a synced log
+    /// (its syncs then never convert unwritten extents), mapped with populated page
+    /// tables for one that is never synced (its appends then never fault).
+    pub synced: bool,
 }
 
 impl Default for LogConfig {
@@ -61,6 +66,7 @@ impl Default for LogConfig {
             segment_bytes: 64 << 20,
             payload_bytes_max: 1 << 20,
             spare_segments_max: 2,
+            synced: true,
         }
     }
 }
@@ -180,11 +186,11 @@ pub struct Log {
     readable: u64,
     failed: Option<String>,
     ring: LazyRing,
-    /// The thread zero-filling the next segment's file, if one is running.
-    preparing: Option<JoinHandle<Result<PathBuf, StorageError>>>,
-    /// A finished [`PREPARED_FILE`] (all of `config.segment_bytes`), for the next roll
-    /// that finds no spare.
-    prepared: Option<PathBuf>,
+    /// The thread preparing the next segment's file, if one is running.
+    preparing: Option<JoinHandle<Result<SpareSegment, StorageError>>>,
+    /// A finished [`PREPARED_FILE`] (all of `config.segment_bytes`, all zeros), for the
+    /// next roll that finds no spare: mapped if this process prepared it.
+    prepared: Option<Spare>,
 }
 
 /// A compacted segment file kept for reuse, still mapped when possible.
@@ -348,11 +354,9 @@ impl Log {
     }
 
     /// Prepare-ahead: once the tail segment is half full and neither a spare nor a
-    /// prepared file is ready, starts a thread that creates the next segment's file,
-    /// zero-filled and synced ([`PREPARED_FILE`]). A segment reusing it has written extents, so its syncs write
-    /// only data pages; a freshly `fallocate`d segment's syncs each also commit the
-    /// conversion of its unwritten extents in the journal. Best effort: a roll that finds
-    /// no finished preparation creates a segment as before.
+    /// prepared file is ready, starts a thread that creates the next segment's file
+    /// ([`PREPARED_FILE`]; how, see [`LogConfig::synced`] and [`SpareSegment::prepare`]).
+    /// Best effort: a roll that finds no finished preparation creates a segment as before.
     fn prepare_ahead(&mut self) {
         if self.preparing.is_some()
             || self.prepared.is_some()
@@ -368,11 +372,12 @@ impl Log {
         let tmp = self.dir.join(PREPARING_FILE);
         let path = self.dir.join(PREPARED_FILE);
         let capacity = self.config.segment_bytes;
+        let synced = self.config.synced;
+        let lock = Arc::clone(&self.lock);
         let spawned = std::thread::Builder::new()
             .name("log-prepare".into())
             .spawn(move || {
-                prepare_zeroed(&tmp, &path, capacity)
-                    .map(|()| path)
+                SpareSegment::prepare(&tmp, &path, capacity, synced, &lock)
                     .map_err(|(op, e)| StorageError::io(op, &tmp, e))
             });
         match spawned {
@@ -390,7 +395,7 @@ impl Log {
             return;
         };
         match handle.join() {
-            Ok(Ok(path)) => self.prepared = Some(path),
+            Ok(Ok(spare)) => self.prepared = Some(Spare::Mapped(spare)),
             Ok(Err(e)) => tracing::warn!(error = %e, "preparing a spare segment failed"),
             Err(_) => tracing::warn!("the segment preparer panicked"),
         }
@@ -412,7 +417,10 @@ impl Log {
                 .map(|w| (w, true)),
             // Holds only zeros: not a recycled segment.
             None => match self.prepared.take() {
-                Some(prepared) => std::fs::rename(&prepared, &path)
+                Some(Spare::Mapped(prepared)) => std::fs::rename(prepared.path(), &path)
+                    .map_err(|e| ("rename", e))
+                    .map(|()| (SegmentWriter::reuse(prepared, &path, first), false)),
+                Some(Spare::File(prepared)) => std::fs::rename(&prepared, &path)
                     .map_err(|e| ("rename", e))
                     .and_then(|()| SegmentWriter::open(&path, first, &self.lock))
                     .map(|w| (w, false)),
@@ -448,6 +456,11 @@ impl Log {
     fn reserve(&mut self, len: usize) -> Result<(), StorageError> {
         let tail = self.segs.last().expect("log always has a tail segment");
         if tail.tail + len <= tail.w.segment().capacity() {
+            // A synced log starts its preparer in `begin_sync`; an unsynced one only
+            // comes here.
+            if !self.config.synced {
+                self.prepare_ahead();
+            }
             return Ok(());
         }
         assert!(

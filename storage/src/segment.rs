@@ -233,6 +233,45 @@ impl SpareSegment {
     }
 }
 
+impl SpareSegment {
+    /// Makes the file of a future segment ahead of use, on a thread other than the log's
+    /// writer, renamed to `path` once ready, and maps it. Two ways, for the two ways a
+    /// log is used:
+    ///
+    /// - `for_syncs` (the owner makes appends durable with syncs): zero-filled and synced
+    ///   ([`prepare_zeroed`]), so group-commit syncs write data pages only. Its page
+    ///   tables are not populated: the first sync write-protects every page again.
+    /// - otherwise: preallocated, and every page mapped writable in one
+    ///   `MADV_POPULATE_WRITE`, so appends into it take no page fault. Faulting a fresh
+    ///   segment page by page on the writer thread took half of a follower shard's time.
+    ///   Best effort: where the kernel lacks the advice, pages fault on first write as
+    ///   before.
+    pub(crate) fn prepare(
+        tmp: &Path,
+        path: &Path,
+        capacity: usize,
+        for_syncs: bool,
+        lock: &Arc<DirLock>,
+    ) -> Result<SpareSegment, (&'static str, io::Error)> {
+        if for_syncs {
+            prepare_zeroed(tmp, path, capacity)?;
+            let w = SegmentWriter::open(path, 0, lock)?;
+            let seg = Arc::try_unwrap(w.seg).expect("just created, never shared");
+            return Ok(SpareSegment { seg });
+        }
+        match std::fs::remove_file(tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(("remove", e)),
+            _ => {}
+        }
+        let w = SegmentWriter::create(tmp, 0, capacity, lock)?;
+        let mut seg = Arc::try_unwrap(w.seg).expect("just created, never shared");
+        let _ = seg.map.advise(Advice::PopulateWrite);
+        std::fs::rename(tmp, path).map_err(|e| ("rename", e))?;
+        seg.path = path.to_path_buf();
+        Ok(SpareSegment { seg })
+    }
+}
+
 impl SegmentWriter {
     /// Keeps the mapping for reuse if no reader or pending sync still holds it.
     pub(crate) fn into_spare(self) -> Option<SpareSegment> {

@@ -483,3 +483,54 @@ fn segments_are_prepared_ahead_zero_filled_and_recover() {
     assert_eq!(log.read_entry(index).unwrap().payload, b"last");
     assert_eq!(log.read_entry(index - 1).unwrap().payload, &[9u8; 400][..]);
 }
+
+#[test]
+fn an_unsynced_log_prepares_mapped_segments_ahead_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let prepared = dir.path().join("next-segment.prepared");
+    let segments = |d: &std::path::Path| files_with_extension(d, "seg");
+    let config = LogConfig {
+        synced: false,
+        ..config()
+    };
+    let mut log = Log::open(dir.path(), config).unwrap();
+    let mut index = 1;
+    let mut used = 0;
+    for _ in 0..5 {
+        // Past half of the tail segment, appends alone (no sync) start the preparer.
+        let before = segments(dir.path());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !prepared.exists() {
+            assert!(Instant::now() < deadline, "no segment prepared ahead");
+            if segments(dir.path()) == before {
+                log.append_entry(1, index, &[index as u8; 400]).unwrap();
+                index += 1;
+            } else {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        // Let the preparer thread return after its rename, then roll.
+        std::thread::sleep(Duration::from_millis(20));
+        let before = segments(dir.path());
+        while segments(dir.path()) == before {
+            log.append_entry(1, index, &[index as u8; 400]).unwrap();
+            index += 1;
+        }
+        if !prepared.exists() {
+            used += 1;
+        }
+    }
+    assert!(used > 0, "no roll used a prepared segment");
+    let last = index - 1;
+    drop(log);
+    // Never synced, but in the page cache: a reopen finds every entry, in order.
+    let log = Log::open(dir.path(), config).unwrap();
+    assert_eq!(log.last_index(), last);
+    for i in 1..=last {
+        assert_eq!(
+            log.read_entry(i).unwrap().payload,
+            &[i as u8; 400][..],
+            "entry {i}"
+        );
+    }
+}

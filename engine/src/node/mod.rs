@@ -188,6 +188,7 @@ fn open_shard(
     let log_config = LogConfig {
         segment_bytes: tuning.host.storage.segment_bytes as usize,
         payload_bytes_max: tuning.cluster.replication.frame_bytes_max as usize / 2,
+        synced: tuning.cluster.durability.fsync,
         ..LogConfig::default()
     };
     let log = Log::open(dir.join("log"), log_config)?;

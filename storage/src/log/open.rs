@@ -267,7 +267,7 @@ impl Log {
             });
         }
 
-        let prepared = collect_prepared(&dir, &config)?;
+        let prepared = collect_prepared(&dir, &config)?.map(Spare::File);
         let spares = collect_spares(&dir, &config)?
             .into_iter()
             .map(Spare::File)
@@ -312,7 +312,7 @@ impl Log {
                 let (tmp, path) = (log.dir.join(PREPARING_FILE), log.dir.join(PREPARED_FILE));
                 prepare_zeroed(&tmp, &path, config.segment_bytes)
                     .map_err(|(op, e)| StorageError::io(op, &tmp, e))?;
-                log.prepared = Some(path);
+                log.prepared = Some(Spare::File(path));
             }
             log.roll()?;
         }
