@@ -73,6 +73,19 @@ pub trait StateMachine: Send {
 
     /// The last index applied (0 when nothing has been); the applier resumes after it.
     fn applied_index(&self) -> u64;
+
+    /// Runs `batch`, which makes a run of the calls above, on the machine to make them on.
+    /// The applier wraps every run of committed entries it applies in one call, so a
+    /// machine shared with readers can take its lock once per run instead of once per
+    /// call: a lock's atomic read-modify-write waits for every store before it, so one per
+    /// entry would serialise the cache misses that applying a large state takes.
+    /// Default: the machine itself, with nothing around it.
+    fn with_batch(&mut self, batch: &mut dyn FnMut(&mut dyn StateMachine))
+    where
+        Self: Sized,
+    {
+        batch(self)
+    }
 }
 
 /// Read access to committed log entries. The storage crate implements it over the

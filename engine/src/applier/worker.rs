@@ -188,55 +188,59 @@ impl<S: StateMachine, E: EntrySource> ShardApplier<S, E> {
         // were appended, hence before the commit we popped was published.
         let led_term = self.link.shared.led_term.load(Ordering::Acquire);
         let shard = self.shard;
-        let machine = &mut self.machine;
+        let source = &mut self.source;
         let results = &mut self.results;
         let mut next = first;
         let mut term_floor = self.applied_term;
         let mut bad: Option<ApplierError> = None;
-        let visited = self.source.visit(first, last, &mut |index, term, payload| {
-            if bad.is_some() {
-                return;
-            }
-            let reason = if index != next {
-                Some("index out of order")
-            } else if index > last {
-                Some("index past the requested range")
-            } else if term < term_floor {
-                Some("term went backwards")
-            } else {
-                None
-            };
-            if let Some(reason) = reason {
-                bad = Some(ApplierError::BadEntry {
-                    shard,
-                    index,
-                    reason,
-                });
-                return;
-            }
-            let role = if term == led_term {
-                ApplyRole::Leader
-            } else {
-                ApplyRole::Follower
-            };
-            let result = machine.apply(role, index, term, payload);
-            assert_eq!(machine.applied_index(), index, "state machine lost count");
-            // Only what a waiting client can use goes back: a rejection, or reply bytes.
-            // An empty `Done` (or a no-op) tells the shard nothing the commit did not.
-            let for_client = match &result {
-                ApplyResult::NoOp => false,
-                ApplyResult::Done(reply) => !reply.is_empty(),
-                ApplyResult::Rejected(_) => true,
-            };
-            if role == ApplyRole::Leader && for_client {
-                results.push_back(Applied {
-                    index,
-                    term,
-                    result,
-                });
-            }
-            term_floor = term;
-            next = index + 1;
+        let mut visited = Ok(());
+        self.machine.with_batch(&mut |machine| {
+            visited = source.visit(first, last, &mut |index, term, payload| {
+                if bad.is_some() {
+                    return;
+                }
+                let reason = if index != next {
+                    Some("index out of order")
+                } else if index > last {
+                    Some("index past the requested range")
+                } else if term < term_floor {
+                    Some("term went backwards")
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
+                    bad = Some(ApplierError::BadEntry {
+                        shard,
+                        index,
+                        reason,
+                    });
+                    return;
+                }
+                let role = if term == led_term {
+                    ApplyRole::Leader
+                } else {
+                    ApplyRole::Follower
+                };
+                let result = machine.apply(role, index, term, payload);
+                assert_eq!(machine.applied_index(), index, "state machine lost count");
+                // Only what a waiting client can use goes back: a rejection, or reply
+                // bytes. An empty `Done` (or a no-op) tells the shard nothing the commit
+                // did not.
+                let for_client = match &result {
+                    ApplyResult::NoOp => false,
+                    ApplyResult::Done(reply) => !reply.is_empty(),
+                    ApplyResult::Rejected(_) => true,
+                };
+                if role == ApplyRole::Leader && for_client {
+                    results.push_back(Applied {
+                        index,
+                        term,
+                        result,
+                    });
+                }
+                term_floor = term;
+                next = index + 1;
+            });
         });
         // Whatever was applied is applied, even if the source failed afterwards.
         self.applied = next - 1;

@@ -102,4 +102,8 @@ impl StateMachine for SharedKv {
     fn applied_index(&self) -> u64 {
         self.lock().applied_index()
     }
+
+    fn with_batch(&mut self, batch: &mut dyn FnMut(&mut dyn StateMachine)) {
+        batch(&mut *self.lock())
+    }
 }
