@@ -57,6 +57,12 @@ pub struct TransportConfig {
     pub payload_checksum: bool,
     /// Maximum simultaneous connections (peers and clients); extra accepts are dropped.
     pub conns_max: u32,
+    /// Whether sends to a peer on this host (a loopback address) may go zero-copy too.
+    /// Off by default: loopback delivery copies every zero-copy fragment into the
+    /// receiver anyway, after pinning its pages, and posts a notification per send, so
+    /// there zero copy only costs (see `FdRef::copy_only`). Tests of the zero-copy path
+    /// over loopback turn it on.
+    pub zero_copy_to_loopback: bool,
     /// Ring driver settings.
     pub ring: RingConfig,
 }
@@ -78,6 +84,7 @@ impl TransportConfig {
             reconnect_backoff_max: Duration::from_secs(1),
             payload_checksum: true,
             conns_max: 256,
+            zero_copy_to_loopback: false,
             ring: RingConfig::default(),
         }
     }

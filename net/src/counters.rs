@@ -106,6 +106,8 @@ pub struct Counters {
     pub bytes_out: u64,
     /// Send operations submitted (frames_out / sends = batching factor).
     pub sends: u64,
+    /// Of those, the ones submitted zero-copy.
+    pub sends_zero_copy: u64,
     /// `send` calls refused with `QueueFull`.
     pub queue_full: u64,
     /// Connections established (handshake done).

@@ -400,6 +400,7 @@ pub struct Ring {
     files_free: Vec<u32>,
     features: Features,
     send_zc_threshold_bytes: usize,
+    zero_copy_sends: u64,
     cqe_batch: Vec<cqueue::Entry>,
     submitted_batches: u64,
 }
@@ -519,6 +520,7 @@ impl Ring {
             files_free,
             features,
             send_zc_threshold_bytes: cfg.send_zc_threshold_bytes,
+            zero_copy_sends: 0,
             cqe_batch: Vec::with_capacity(256),
             submitted_batches: 0,
         })
@@ -716,9 +718,17 @@ impl Ring {
         // payloads (moving the SendBuf moves neither), and the boxed msghdr and iovecs. A
         // payload's bytes come from `AsRef` on an object the slot owns and nobody can mutate.
         match unsafe { self.push_sqe(&entry) } {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.zero_copy_sends += u64::from(zc);
+                Ok(())
+            }
             Err(e) => Err((e, self.undo_send(idx))),
         }
+    }
+
+    /// Sends submitted zero-copy so far.
+    pub fn zero_copy_sends(&self) -> u64 {
+        self.zero_copy_sends
     }
 
     /// Sends what the socket takes right now of `buf` from wire offset `off`, with one

@@ -694,7 +694,8 @@ impl Transport {
         }
         let fd = self.ring.register_file(stream.as_raw_fd());
         let local_peer = stream.peer_addr().is_ok_and(|a| a.ip().is_loopback());
-        conn.fd = Some(if local_peer { fd.copy_only() } else { fd });
+        let copy_only = local_peer && !cfg.zero_copy_to_loopback;
+        conn.fd = Some(if copy_only { fd.copy_only() } else { fd });
         conn.stream = Some(stream);
         conn.state = State::Hello;
         conn.deadline = Some(Instant::now() + cfg.handshake_timeout);
@@ -838,6 +839,7 @@ impl Transport {
                 conn.inflight_bytes = len - now;
                 conn.ops += 1;
                 self.counters.sends += 1;
+                self.counters.sends_zero_copy = self.ring.zero_copy_sends();
                 false
             }
             Err((e, mut buf)) => {
@@ -1013,6 +1015,7 @@ impl Transport {
                     conn.sending = true;
                     conn.ops += 1;
                     self.counters.sends += 1;
+                    self.counters.sends_zero_copy = self.ring.zero_copy_sends();
                 }
                 Err((e, _)) => {
                     tracing::warn!(error = %e, "send resubmission failed");

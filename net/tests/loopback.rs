@@ -37,6 +37,20 @@ fn many_messages_both_ways() {
 }
 
 #[test]
+fn peers_on_loopback_get_no_zero_copy_sends_unless_asked() {
+    // The same sizes as the zero-copy test below, which does see zero-copy sends.
+    let (a, b) = exchange_both_ways(
+        connected_pair_with(|c| c.ring.send_zc_threshold_bytes = 1024),
+        5_000,
+    );
+    assert!(a.counters().sends > 0);
+    assert_eq!(
+        a.counters().sends_zero_copy + b.counters().sends_zero_copy,
+        0
+    );
+}
+
+#[test]
 fn many_messages_both_ways_without_optional_ring_features() {
     // Single-shot receive into the connection buffer, plain fds, copying sends only.
     let pair = connected_pair_with(|c| {
@@ -68,13 +82,19 @@ fn many_messages_both_ways_with_header_only_checksums() {
 #[test]
 fn many_messages_both_ways_with_zero_copy_sends() {
     // Every send above 1 KiB goes through SEND_ZC when the kernel has it.
-    exchange_both_ways(
-        connected_pair_with(|c| c.ring.send_zc_threshold_bytes = 1024),
+    let (a, _) = exchange_both_ways(
+        connected_pair_with(|c| {
+            c.ring.send_zc_threshold_bytes = 1024;
+            c.zero_copy_to_loopback = true;
+        }),
         5_000,
     );
+    if a.features().send_zc {
+        assert!(a.counters().sends_zero_copy > 0, "no zero-copy send");
+    }
 }
 
-fn exchange_both_ways((mut a, mut b): (Transport, Transport), n: u64) {
+fn exchange_both_ways((mut a, mut b): (Transport, Transport), n: u64) -> (Transport, Transport) {
     let (mut sent_a, mut sent_b) = (0u64, 0u64);
     let (mut got_a, mut got_b) = (0u64, 0u64);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -143,6 +163,7 @@ fn exchange_both_ways((mut a, mut b): (Transport, Transport), n: u64) {
         a.counters().sends
     );
     assert_eq!(a.counters().closed_bad_input(), 0);
+    (a, b)
 }
 
 #[test]
@@ -602,6 +623,7 @@ fn shared_payloads_arrive_intact(payload_checksum: bool, zc: bool) {
         c.payload_checksum = payload_checksum;
         c.ring.send_zc = zc;
         c.ring.send_zc_threshold_bytes = 1024;
+        c.zero_copy_to_loopback = zc;
     });
     const N: u64 = 600;
     let mut sent = 0u64;
@@ -645,6 +667,11 @@ fn shared_payloads_arrive_intact(payload_checksum: bool, zc: bool) {
         }
     }
     assert_eq!(b.counters().closed_bad_input(), 0);
+    if zc && a.features().send_zc {
+        assert!(a.counters().sends_zero_copy > 0, "no zero-copy send");
+    } else {
+        assert_eq!(a.counters().sends_zero_copy, 0);
+    }
 }
 
 #[test]
