@@ -160,11 +160,6 @@ impl FdRef {
             ..self
         }
     }
-
-    /// Whether zero-copy sends are off for this fd (see [`FdRef::copy_only`]).
-    pub fn is_copy_only(&self) -> bool {
-        self.copy_only
-    }
 }
 
 macro_rules! with_fd {

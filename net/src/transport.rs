@@ -333,8 +333,10 @@ impl Transport {
     }
 
     /// Counters (per close reason, traffic, batching).
-    pub fn counters(&self) -> &Counters {
-        &self.counters
+    pub fn counters(&self) -> Counters {
+        let mut counters = self.counters.clone();
+        counters.sends_zero_copy = self.ring.zero_copy_sends();
+        counters
     }
 
     /// Ring features in use.
@@ -839,7 +841,6 @@ impl Transport {
                 conn.inflight_bytes = len - now;
                 conn.ops += 1;
                 self.counters.sends += 1;
-                self.counters.sends_zero_copy = self.ring.zero_copy_sends();
                 false
             }
             Err((e, mut buf)) => {
@@ -1015,7 +1016,6 @@ impl Transport {
                     conn.sending = true;
                     conn.ops += 1;
                     self.counters.sends += 1;
-                    self.counters.sends_zero_copy = self.ring.zero_copy_sends();
                 }
                 Err((e, _)) => {
                     tracing::warn!(error = %e, "send resubmission failed");

@@ -207,6 +207,21 @@ impl Spare {
             Spare::File(p) => p,
         }
     }
+
+    /// Renames the file to `path` and makes it the writer of a segment starting at
+    /// `first`, keeping its mapping when it has one.
+    fn take_over(
+        self,
+        path: &Path,
+        first: u64,
+        lock: &Arc<DirLock>,
+    ) -> Result<SegmentWriter, (&'static str, io::Error)> {
+        std::fs::rename(self.path(), path).map_err(|e| ("rename", e))?;
+        match self {
+            Spare::Mapped(spare) => Ok(SegmentWriter::reuse(spare, path, first)),
+            Spare::File(_) => SegmentWriter::open(path, first, lock),
+        }
+    }
 }
 
 impl Drop for Log {
@@ -408,21 +423,11 @@ impl Log {
         let path = segment_path(&self.dir, first);
         let capacity = self.config.segment_bytes;
         let made = match self.spares.pop() {
-            Some(Spare::Mapped(spare)) => std::fs::rename(spare.path(), &path)
-                .map_err(|e| ("rename", e))
-                .map(|()| (SegmentWriter::reuse(spare, &path, first), true)),
-            Some(Spare::File(spare)) => std::fs::rename(&spare, &path)
-                .map_err(|e| ("rename", e))
-                .and_then(|()| SegmentWriter::open(&path, first, &self.lock))
-                .map(|w| (w, true)),
+            Some(spare) => spare.take_over(&path, first, &self.lock).map(|w| (w, true)),
             // Holds only zeros: not a recycled segment.
             None => match self.prepared.take() {
-                Some(Spare::Mapped(prepared)) => std::fs::rename(prepared.path(), &path)
-                    .map_err(|e| ("rename", e))
-                    .map(|()| (SegmentWriter::reuse(prepared, &path, first), false)),
-                Some(Spare::File(prepared)) => std::fs::rename(&prepared, &path)
-                    .map_err(|e| ("rename", e))
-                    .and_then(|()| SegmentWriter::open(&path, first, &self.lock))
+                Some(prepared) => prepared
+                    .take_over(&path, first, &self.lock)
                     .map(|w| (w, false)),
                 None => {
                     SegmentWriter::create(&path, first, capacity, &self.lock).map(|w| (w, false))

@@ -238,7 +238,7 @@ impl SpareSegment {
     /// writer, renamed to `path` once ready, and maps it. Two ways, for the two ways a
     /// log is used:
     ///
-    /// - `for_syncs` (the owner makes appends durable with syncs): zero-filled and synced
+    /// - `synced` (the owner makes appends durable with syncs): zero-filled and synced
     ///   ([`prepare_zeroed`]), so group-commit syncs write data pages only. Its page
     ///   tables are not populated: the first sync write-protects every page again.
     /// - otherwise: preallocated, and every page mapped writable in one
@@ -250,25 +250,27 @@ impl SpareSegment {
         tmp: &Path,
         path: &Path,
         capacity: usize,
-        for_syncs: bool,
+        synced: bool,
         lock: &Arc<DirLock>,
     ) -> Result<SpareSegment, (&'static str, io::Error)> {
-        if for_syncs {
+        const FRESH: &str = "just created, never shared";
+        if synced {
             prepare_zeroed(tmp, path, capacity)?;
-            let w = SegmentWriter::open(path, 0, lock)?;
-            let seg = Arc::try_unwrap(w.seg).expect("just created, never shared");
-            return Ok(SpareSegment { seg });
+            return Ok(SegmentWriter::open(path, 0, lock)?
+                .into_spare()
+                .expect(FRESH));
         }
         match std::fs::remove_file(tmp) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(("remove", e)),
             _ => {}
         }
-        let w = SegmentWriter::create(tmp, 0, capacity, lock)?;
-        let mut seg = Arc::try_unwrap(w.seg).expect("just created, never shared");
-        let _ = seg.map.advise(Advice::PopulateWrite);
+        let mut spare = SegmentWriter::create(tmp, 0, capacity, lock)?
+            .into_spare()
+            .expect(FRESH);
+        let _ = spare.seg.map.advise(Advice::PopulateWrite);
         std::fs::rename(tmp, path).map_err(|e| ("rename", e))?;
-        seg.path = path.to_path_buf();
-        Ok(SpareSegment { seg })
+        spare.set_path(path.to_path_buf());
+        Ok(spare)
     }
 }
 
