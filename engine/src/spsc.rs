@@ -401,8 +401,12 @@ pub enum Publish {
 #[derive(Debug)]
 pub struct CommitPublisher {
     producer: Producer<u64>,
-    /// Rung after each successful push when the consumer may park (not with a spinning one).
+    /// Rung after each successful push when the consumer may park (not with a spinning one),
+    /// or by [`wake`](Self::wake) once wake-ups are deferred.
     doorbell: Option<Arc<Doorbell>>,
+    deferred: bool,
+    /// Pushes happened since the doorbell was last rung (deferred wake-ups only).
+    unrung: bool,
     /// Newest index offered by the caller and not yet in the ring.
     pending: Option<u64>,
     /// Newest index offered by the caller (in the ring or pending).
@@ -412,14 +416,40 @@ pub struct CommitPublisher {
 }
 
 impl CommitPublisher {
-    /// Wraps the producer end of a commit ring. `doorbell` is rung after every push.
+    /// Wraps the producer end of a commit ring. `doorbell` is rung after every push until
+    /// [`defer_wakes`](Self::defer_wakes) is called.
     pub fn new(producer: Producer<u64>, doorbell: Option<Arc<Doorbell>>) -> Self {
         Self {
             producer,
             doorbell,
+            deferred: false,
+            unrung: false,
             pending: None,
             offered: 0,
             sent: 0,
+        }
+    }
+
+    /// From now on a push does not ring the doorbell; the caller rings it with
+    /// [`wake`](Self::wake) when it suits it, for example after its own messages left:
+    /// waking a parked consumer is a system call and, where threads share cores, one more
+    /// thread competing for them. Nothing is lost meanwhile: a consumer that is awake finds
+    /// the pushed indexes without a ring. A full ring is still rung at once.
+    pub fn defer_wakes(&mut self) {
+        self.deferred = true;
+    }
+
+    /// Rings the doorbell if indexes were pushed since it was last rung.
+    pub fn wake(&mut self) {
+        if self.unrung {
+            self.ring();
+        }
+    }
+
+    fn ring(&mut self) {
+        self.unrung = false;
+        if let Some(doorbell) = &self.doorbell {
+            doorbell.ring();
         }
     }
 
@@ -466,17 +496,17 @@ impl CommitPublisher {
             Ok(()) => {
                 self.sent = commit;
                 self.pending = None;
-                if let Some(doorbell) = &self.doorbell {
-                    doorbell.ring();
+                if self.deferred {
+                    self.unrung = true;
+                } else {
+                    self.ring();
                 }
                 true
             }
             Err(Full(_)) => {
-                // Still wake the consumer: a full ring means it has work, even if it
-                // somehow missed an earlier ring.
-                if let Some(doorbell) = &self.doorbell {
-                    doorbell.ring();
-                }
+                // Wake the consumer even when wake-ups are deferred: a full ring means it
+                // has work, even if it somehow missed an earlier ring.
+                self.ring();
                 false
             }
         }
@@ -489,6 +519,7 @@ impl CommitPublisher {
         let mut spins = 0u32;
         loop {
             if self.flush() {
+                self.wake();
                 return true;
             }
             if self.producer.is_consumer_closed() || start.elapsed() >= timeout {

@@ -258,6 +258,67 @@ fn doorbell_wakes_a_parked_consumer() {
     assert_eq!(sleeper.join().unwrap(), 42);
 }
 
+/// A consumer that parks on `bell` (60 s, so a lost ring would show as a stall) until a
+/// value is in the ring, and says each time it is about to park. Returns the value and how
+/// often it woke.
+fn parking_consumer(
+    bell: &Arc<Doorbell>,
+    mut consumer: engine::spsc::Consumer<u64>,
+) -> (
+    std::sync::mpsc::Receiver<()>,
+    thread::JoinHandle<(u64, usize)>,
+) {
+    let (parking_tx, parking_rx) = std::sync::mpsc::channel();
+    let bell = Arc::clone(bell);
+    let sleeper = thread::spawn(move || {
+        let mut wakes = 0;
+        loop {
+            // Called once the sleeping flag is up: a ring from now on is heard.
+            bell.sleep(Duration::from_secs(60), || {
+                let _ = parking_tx.send(());
+                false
+            });
+            wakes += 1;
+            if let Some(value) = consumer.pop() {
+                return (value, wakes);
+            }
+        }
+    });
+    (parking_rx, sleeper)
+}
+
+#[test]
+fn deferred_publisher_wakes_the_consumer_when_asked() {
+    let bell = Doorbell::new();
+    let (producer, consumer) = channel::<u64>(4);
+    let mut publisher = CommitPublisher::new(producer, Some(Arc::clone(&bell)));
+    publisher.defer_wakes();
+    let (parking, sleeper) = parking_consumer(&bell, consumer);
+    parking.recv().unwrap();
+    assert_eq!(publisher.publish(5), Publish::Sent);
+    // Not rung by the push: the consumer stays parked.
+    thread::sleep(Duration::from_millis(50));
+    assert!(!sleeper.is_finished(), "a deferred push woke the consumer");
+    publisher.wake();
+    assert_eq!(sleeper.join().unwrap(), (5, 1));
+    // Nothing pushed since: nothing to ring.
+    publisher.wake();
+}
+
+#[test]
+fn deferred_publisher_rings_at_once_when_the_ring_is_full() {
+    let bell = Doorbell::new();
+    let (mut producer, consumer) = channel::<u64>(2);
+    producer.push(1).unwrap();
+    producer.push(2).unwrap();
+    let mut publisher = CommitPublisher::new(producer, Some(Arc::clone(&bell)));
+    publisher.defer_wakes();
+    let (parking, sleeper) = parking_consumer(&bell, consumer);
+    parking.recv().unwrap();
+    assert_eq!(publisher.publish(3), Publish::Pending);
+    assert_eq!(sleeper.join().unwrap(), (1, 1));
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     /// Offer the current commit plus this much (0 repeats the offer).

@@ -94,6 +94,18 @@ impl ShardLink {
         self.commits.flush()
     }
 
+    /// Commits handed over no longer wake a parked applier by themselves: the shard calls
+    /// [`wake_applier`](Self::wake_applier) after its turn's messages and replies left
+    /// (see [`CommitPublisher::defer_wakes`]).
+    pub fn defer_applier_wakes(&mut self) {
+        self.commits.defer_wakes();
+    }
+
+    /// Wakes the applier if commits were handed over since it was last woken.
+    pub fn wake_applier(&mut self) {
+        self.commits.wake();
+    }
+
     /// Flushes for at most `timeout`; for shutdown, before the applier is stopped.
     pub fn flush_for(&mut self, timeout: Duration) -> bool {
         self.commits.flush_for(timeout)

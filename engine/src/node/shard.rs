@@ -170,10 +170,12 @@ impl Shard {
         replica: Replica,
         log: Log,
         hard_state: HardStateFile,
-        link: ShardLink,
+        mut link: ShardLink,
         kv: SharedKv,
         port: Port,
     ) -> Self {
+        // The shard wakes the applier itself, after each turn's sends (`after_poll`).
+        link.defer_applier_wakes();
         let gate = ApplyGate::new(settings.apply_lag_max, settings.report_stale_after);
         Shard {
             port,
@@ -258,6 +260,8 @@ impl Shard {
                     break;
                 }
             }
+            // Commits from a tick's work, before the shard may sleep.
+            self.state.link.wake_applier();
             let idle = self.idle(now, next_tick, last_work);
             let state = &mut self.state;
             let worked = self.port.poll(idle, |event| state.on_event(event))?;
@@ -345,6 +349,7 @@ impl Shard {
         // call and, on a shared core, a context switch that would otherwise delay them.
         self.port.flush_sends();
         self.state.link.flush();
+        self.state.link.wake_applier();
         Ok(sent || answered)
     }
 
@@ -488,6 +493,7 @@ impl Shard {
         while !s.link.flush() && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_micros(100));
         }
+        s.link.wake_applier();
         let report = shard_status(
             s.settings.node_id,
             s.settings.shard,
