@@ -9,12 +9,13 @@
 //! raftbench run --tuning FILE      # against a running cluster
 //! ```
 //!
-//! Each run: a raw-socket loopback ping-pong (the latency baseline, measured in the same
-//! run), a closed-loop throughput phase (clients x window x batch entries in flight),
+//! Each run: a closed-loop throughput phase (clients x window x batch entries in flight),
 //! follower apply lag sampled meanwhile, then the load stops and every follower must have
 //! applied 100% of the leader's committed entries within 1 s; then an open-loop latency
-//! probe (one entry per request at a fixed rate, timed from the intended send time), and
-//! a convergence check (applied index and state hash equal on every node).
+//! probe (one entry per request at a fixed rate, timed from the intended send time); a
+//! raw-socket loopback ping-pong (the latency baseline, measured in the same run) followed
+//! by one client sending one 1-entry request at a time; and a convergence check (applied
+//! index and state hash equal on every node).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -72,6 +73,10 @@ struct LoadArgs {
     /// Seconds of open-loop probing per run (0 skips it).
     #[arg(long, default_value_t = 3.0)]
     probe_seconds: f64,
+    /// Seconds per run of one client sending one 1-entry request at a time, timed against
+    /// a raw socket ping-pong measured just before (0 skips it).
+    #[arg(long, default_value_t = 2.0)]
+    one_client_seconds: f64,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -169,6 +174,9 @@ struct RunReport {
     probe: Option<Latency>,
     probe_p50_over_rtt: Option<f64>,
     probe_p50_over_paced_rtt: Option<f64>,
+    /// One client, one 1-entry request in flight, closed loop.
+    one_client: Option<Latency>,
+    one_client_p50_over_rtt: Option<f64>,
     entries_per_append: f64,
     follower_apply_lag_max: u64,
     /// Submits the leader held for lagging appliers during the run.
@@ -326,7 +334,6 @@ fn one_run(
     admin: &mut Client,
     args: &LoadArgs,
 ) -> Result<RunReport, String> {
-    let rtt = load::loopback_rtt(2000, None).map_err(|e| format!("loopback baseline: {e}"))?;
     let before = statuses(admin, members);
     let appends_before: (u64, u64) = before
         .iter()
@@ -429,6 +436,24 @@ fn one_run(
         None
     };
 
+    // The raw socket ping-pong, then one client doing the same with the cluster: one
+    // 1-entry request at a time, each sent as soon as the previous one is answered.
+    let rtt = load::loopback_rtt(2000, None).map_err(|e| format!("loopback baseline: {e}"))?;
+    let one_client = if args.one_client_seconds > 0.0 {
+        let cfg = ClosedLoop {
+            clients: 1,
+            window: 1,
+            batch: 1,
+            payload_bytes: args.payload,
+            duration: Duration::from_secs_f64(args.one_client_seconds),
+        };
+        let offset = (run * 100 + 90) as u64;
+        let r = load::closed_loop(|c| connect(offset + c), cfg).map_err(|e| e.to_string())?;
+        Some(Latency::of(&r.latency_us))
+    } else {
+        None
+    };
+
     // Convergence: every node's applied index and state hash equal the leader's.
     let deadline = Instant::now() + Duration::from_secs(5);
     let (converged, state_hashes, after) = loop {
@@ -484,6 +509,10 @@ fn one_run(
         commit_latency: Latency::of(&merged),
         probe_p50_over_rtt: probe.as_ref().map(|p| p.p50_us as f64 / rtt_us.max(1e-3)),
         probe,
+        one_client_p50_over_rtt: one_client
+            .as_ref()
+            .map(|p| p.p50_us as f64 / rtt_us.max(1e-3)),
+        one_client,
         entries_per_append: sent as f64 / msgs.max(1) as f64,
         follower_apply_lag_max: lag_max,
         writes_held,
@@ -576,6 +605,15 @@ fn print_run(r: &RunReport) {
                 "  (the same ping-pong paced at the probe's rate: RTT {paced:.1} µs, p50 = {ratio:.1}x that; an idle vCPU is slow to wake)"
             );
         }
+    }
+    if let (Some(p), Some(ratio)) = (&r.one_client, r.one_client_p50_over_rtt) {
+        let _ = writeln!(
+            out,
+            "  one client, one 1-entry request at a time: {} ({} requests); p50 = {ratio:.1}x the loopback RTT of {:.1} µs (target <= 3x)",
+            p.percentiles(),
+            p.count,
+            r.loopback_rtt_us,
+        );
     }
     let _ = write!(
         out,
