@@ -609,7 +609,7 @@ fn print_run(r: &RunReport) {
     if let (Some(p), Some(ratio)) = (&r.one_client, r.one_client_p50_over_rtt) {
         let _ = writeln!(
             out,
-            "  one client, one 1-entry request at a time: {} ({} requests); p50 = {ratio:.1}x the loopback RTT of {:.1} µs (target <= 3x)",
+            "  one client, one 1-entry request at a time: {} ({} requests); p50 = {ratio:.1}x the loopback RTT of {:.1} µs (target with fsync off: <= 3x)",
             p.percentiles(),
             p.count,
             r.loopback_rtt_us,
