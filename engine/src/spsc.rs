@@ -407,6 +407,8 @@ pub struct CommitPublisher {
     deferred: bool,
     /// Pushes happened since the doorbell was last rung (deferred wake-ups only).
     unrung: bool,
+    /// `sent` when the doorbell was last rung.
+    rung_at: u64,
     /// Newest index offered by the caller and not yet in the ring.
     pending: Option<u64>,
     /// Newest index offered by the caller (in the ring or pending).
@@ -424,6 +426,7 @@ impl CommitPublisher {
             doorbell,
             deferred: false,
             unrung: false,
+            rung_at: 0,
             pending: None,
             offered: 0,
             sent: 0,
@@ -446,8 +449,19 @@ impl CommitPublisher {
         }
     }
 
+    /// How far the newest pushed index is past the one the doorbell was last rung for (0
+    /// when nothing waits for a ring).
+    pub fn unrung_entries(&self) -> u64 {
+        if self.unrung {
+            self.sent - self.rung_at
+        } else {
+            0
+        }
+    }
+
     fn ring(&mut self) {
         self.unrung = false;
+        self.rung_at = self.sent;
         if let Some(doorbell) = &self.doorbell {
             doorbell.ring();
         }

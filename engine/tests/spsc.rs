@@ -296,13 +296,17 @@ fn deferred_publisher_wakes_the_consumer_when_asked() {
     let (parking, sleeper) = parking_consumer(&bell, consumer);
     parking.recv().unwrap();
     assert_eq!(publisher.publish(5), Publish::Sent);
+    assert_eq!(publisher.unrung_entries(), 5);
     // Not rung by the push: the consumer stays parked.
     thread::sleep(Duration::from_millis(50));
     assert!(!sleeper.is_finished(), "a deferred push woke the consumer");
     publisher.wake();
+    assert_eq!(publisher.unrung_entries(), 0);
     assert_eq!(sleeper.join().unwrap(), (5, 1));
     // Nothing pushed since: nothing to ring.
     publisher.wake();
+    assert_eq!(publisher.publish(8), Publish::Sent);
+    assert_eq!(publisher.unrung_entries(), 3);
 }
 
 #[test]

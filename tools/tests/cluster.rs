@@ -187,6 +187,25 @@ fn leadership_moves_on_request() {
     wait_converged(&mut cluster, index, STEP);
 }
 
+/// A write on an otherwise idle cluster is below the batch that wakes a parked applier at
+/// once, so it waits for the shard's next tick (10 ms here). With a park timeout of 10 s,
+/// every node applying it within 3 s shows that the tick wakes the applier; and a read of
+/// it, which waits for the leader's applier, is answered.
+#[test]
+fn a_lone_write_is_applied_everywhere_without_waiting_for_the_park_timeout() {
+    let text = tuning_with(&[("park_timeout_ms = 100", "park_timeout_ms = 10000")]);
+    let mut cluster = Cluster::start(Path::new(RAFTD), &text).expect("start cluster");
+    let mut client = cluster.client(4).expect("client");
+    client.wait_connected(STEP).expect("connect");
+    cluster.wait_leader(&mut client, STEP).expect("leader");
+    // Let the appliers apply the leader's first entry and park.
+    std::thread::sleep(Duration::from_millis(300));
+    let index = client.submit(vec![put(7)], STEP).expect("submit");
+    let read = client.get(b"key-7", STEP).expect("read");
+    assert_eq!(read.as_deref(), Some(&b"value-7"[..]));
+    wait_converged(&mut cluster, index, Duration::from_secs(3));
+}
+
 #[test]
 fn a_fixed_leader_cluster_never_elects() {
     let text = tuning_with(&[("# fixed_leader = 1", "fixed_leader = 2")]);

@@ -95,8 +95,8 @@ impl ShardLink {
     }
 
     /// Commits handed over no longer wake a parked applier by themselves: the shard calls
-    /// [`wake_applier`](Self::wake_applier) after its turn's messages and replies left
-    /// (see [`CommitPublisher::defer_wakes`]).
+    /// [`wake_applier`](Self::wake_applier) when it chooses (see
+    /// [`CommitPublisher::defer_wakes`]).
     pub fn defer_applier_wakes(&mut self) {
         self.commits.defer_wakes();
     }
@@ -104,6 +104,11 @@ impl ShardLink {
     /// Wakes the applier if commits were handed over since it was last woken.
     pub fn wake_applier(&mut self) {
         self.commits.wake();
+    }
+
+    /// Entries committed since the applier was last woken (0 when it owes no wake-up).
+    pub fn unwoken_entries(&self) -> u64 {
+        self.commits.unrung_entries()
     }
 
     /// Flushes for at most `timeout`; for shutdown, before the applier is stopped.

@@ -325,6 +325,7 @@ pub fn run(
             frame_records_bytes_max: tuning.cluster.replication.frame_bytes_max as usize / 2,
             drain_timeout: options.drain_timeout,
             apply_lag_max: tuning.cluster.replication.apply_lag_entries_max,
+            applier_wake_entries: u64::from(tuning.host.applier.batch_entries_max),
             report_stale_after: Duration::from_millis(tuning.cluster.raft.election_timeout_ms_max),
             client_addrs: tuning
                 .cluster
