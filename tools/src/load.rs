@@ -334,6 +334,17 @@ pub fn open_loop(
 /// wake-up in a back-to-back exchange, so the paced figure is the like-for-like baseline
 /// of a probe at that rate.
 pub fn loopback_rtt(rounds: usize, pace: Option<Duration>) -> std::io::Result<Duration> {
+    let mut samples = loopback_rtt_samples(rounds, pace)?;
+    samples.sort();
+    Ok(samples[samples.len() / 2])
+}
+
+/// Every round trip of [`loopback_rtt`], in the order measured (at least one).
+pub fn loopback_rtt_samples(
+    rounds: usize,
+    pace: Option<Duration>,
+) -> std::io::Result<Vec<Duration>> {
+    let rounds = rounds.max(1);
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let echo = std::thread::spawn(move || -> std::io::Result<()> {
@@ -365,6 +376,5 @@ pub fn loopback_rtt(rounds: usize, pace: Option<Duration>) -> std::io::Result<Du
     }
     drop(s);
     echo.join().expect("echo thread panicked")?;
-    samples.sort();
-    Ok(samples[samples.len() / 2])
+    Ok(samples)
 }

@@ -13,9 +13,9 @@
 //! follower apply lag sampled meanwhile, then the load stops and every follower must have
 //! applied 100% of the leader's committed entries within 1 s; then an open-loop latency
 //! probe (one entry per request at a fixed rate, timed from the intended send time); a
-//! raw-socket loopback ping-pong (the latency baseline, measured in the same run) followed
-//! by one client sending one 1-entry request at a time; and a convergence check (applied
-//! index and state hash equal on every node).
+//! raw-socket loopback ping-pong (the latency baseline, measured in the same run) in
+//! alternating slices with one client sending one 1-entry request at a time; and a
+//! convergence check (applied index and state hash equal on every node).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -74,7 +74,7 @@ struct LoadArgs {
     #[arg(long, default_value_t = 3.0)]
     probe_seconds: f64,
     /// Seconds per run of one client sending one 1-entry request at a time, timed against
-    /// a raw socket ping-pong measured just before (0 skips it).
+    /// a raw socket ping-pong measured in alternating slices with it (0 skips it).
     #[arg(long, default_value_t = 2.0)]
     one_client_seconds: f64,
     /// Print one JSON object instead of text.
@@ -108,6 +108,10 @@ enum Cmd {
     /// Run one node (what the raftd binary does); `local` starts its nodes this way.
     Raftd(tools::raftd::Args),
 }
+
+/// The one-client phase alternates with the ping-pong it is compared with, in this many
+/// slices of each.
+const ONE_CLIENT_SLICES: usize = 4;
 
 /// How long followers get to apply everything once the load stops.
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(1);
@@ -436,22 +440,34 @@ fn one_run(
         None
     };
 
-    // The raw socket ping-pong, then one client doing the same with the cluster: one
-    // 1-entry request at a time, each sent as soon as the previous one is answered.
-    let rtt = load::loopback_rtt(2000, None).map_err(|e| format!("loopback baseline: {e}"))?;
-    let one_client = if args.one_client_seconds > 0.0 {
-        let cfg = ClosedLoop {
-            clients: 1,
-            window: 1,
-            batch: 1,
-            payload_bytes: args.payload,
-            duration: Duration::from_secs_f64(args.one_client_seconds),
-        };
-        let offset = (run * 100 + 90) as u64;
-        let r = load::closed_loop(|c| connect(offset + c), cfg).map_err(|e| e.to_string())?;
-        Some(Latency::of(&r.latency_us))
+    // The raw socket ping-pong and one client doing the same with the cluster (one 1-entry
+    // request at a time, each sent as soon as the previous one is answered), in alternating
+    // slices, so that both see the VM in the same state.
+    let (rtt, one_client) = if args.one_client_seconds > 0.0 {
+        let slice = Duration::from_secs_f64(args.one_client_seconds / ONE_CLIENT_SLICES as f64);
+        let mut rtts = Vec::new();
+        let mut hist = load::histogram();
+        for s in 0..ONE_CLIENT_SLICES {
+            rtts.extend(
+                load::loopback_rtt_samples(500, None)
+                    .map_err(|e| format!("loopback baseline: {e}"))?,
+            );
+            let cfg = ClosedLoop {
+                clients: 1,
+                window: 1,
+                batch: 1,
+                payload_bytes: args.payload,
+                duration: slice,
+            };
+            let offset = (run * 100 + 90 + s) as u64;
+            let r = load::closed_loop(|c| connect(offset + c), cfg).map_err(|e| e.to_string())?;
+            hist.add(&r.latency_us).expect("same bounds");
+        }
+        rtts.sort();
+        (rtts[rtts.len() / 2], Some(Latency::of(&hist)))
     } else {
-        None
+        let rtt = load::loopback_rtt(2000, None).map_err(|e| format!("loopback baseline: {e}"))?;
+        (rtt, None)
     };
 
     // Convergence: every node's applied index and state hash equal the leader's.
