@@ -36,6 +36,16 @@ fn tuning_with(replace: &[(&str, &str)]) -> String {
     text
 }
 
+/// Starts a cluster from `text` and returns it, a connected client (`client_id`) and the
+/// first leader.
+fn started(text: &str, client_id: u64) -> (Cluster, engine::client::Client, u64) {
+    let mut cluster = Cluster::start(Path::new(RAFTD), text).expect("start cluster");
+    let mut client = cluster.client(client_id).expect("client");
+    client.wait_connected(STEP).expect("connect");
+    let leader = cluster.wait_leader(&mut client, STEP).expect("leader");
+    (cluster, client, leader)
+}
+
 /// Waits until every running node has applied `index` with the same state hash.
 fn wait_converged(cluster: &mut Cluster, index: u64, timeout: Duration) -> Vec<(u64, u64, u64)> {
     let mut client = cluster.client(900).expect("client");
@@ -156,10 +166,7 @@ fn three_nodes_elect_replicate_survive_a_follower_restart_and_converge() {
 fn leadership_moves_on_request() {
     // Without a preferred leader, a transferred leadership stays where it was sent.
     let text = tuning_with(&[("preferred_leaders = [1]", "preferred_leaders = []")]);
-    let mut cluster = Cluster::start(Path::new(RAFTD), &text).expect("start cluster");
-    let mut client = cluster.client(2).expect("client");
-    client.wait_connected(STEP).expect("connect");
-    let leader = cluster.wait_leader(&mut client, STEP).expect("leader");
+    let (mut cluster, mut client, leader) = started(&text, 2);
     client.submit(vec![put(1)], STEP).expect("submit");
     let target = cluster
         .node_ids()
@@ -194,10 +201,7 @@ fn leadership_moves_on_request() {
 #[test]
 fn a_lone_write_is_applied_everywhere_without_waiting_for_the_park_timeout() {
     let text = tuning_with(&[("park_timeout_ms = 100", "park_timeout_ms = 10000")]);
-    let mut cluster = Cluster::start(Path::new(RAFTD), &text).expect("start cluster");
-    let mut client = cluster.client(4).expect("client");
-    client.wait_connected(STEP).expect("connect");
-    cluster.wait_leader(&mut client, STEP).expect("leader");
+    let (mut cluster, mut client, _) = started(&text, 4);
     // Let the appliers apply the leader's first entry and park.
     std::thread::sleep(Duration::from_millis(300));
     let index = client.submit(vec![put(7)], STEP).expect("submit");
@@ -209,10 +213,7 @@ fn a_lone_write_is_applied_everywhere_without_waiting_for_the_park_timeout() {
 #[test]
 fn a_fixed_leader_cluster_never_elects() {
     let text = tuning_with(&[("# fixed_leader = 1", "fixed_leader = 2")]);
-    let mut cluster = Cluster::start(Path::new(RAFTD), &text).expect("start cluster");
-    let mut client = cluster.client(3).expect("client");
-    client.wait_connected(STEP).expect("connect");
-    let leader = cluster.wait_leader(&mut client, STEP).expect("leader");
+    let (mut cluster, mut client, leader) = started(&text, 3);
     assert_eq!(leader, 2);
     let mut last = 0;
     for i in 0..50 {
@@ -278,10 +279,7 @@ fn malformed_commands_are_refused_and_a_frozen_follower_does_not_hold_writes() {
         "apply_lag_entries_max = 65536",
         "apply_lag_entries_max = 256",
     )]);
-    let mut cluster = Cluster::start(Path::new(RAFTD), &text).expect("start cluster");
-    let mut client = cluster.client(6).expect("client");
-    client.wait_connected(STEP).expect("connect");
-    let leader = cluster.wait_leader(&mut client, STEP).expect("leader");
+    let (mut cluster, mut client, leader) = started(&text, 6);
     let before = client.submit(vec![put(0)], STEP).expect("submit");
 
     // An unknown opcode: refused at the leader, nothing proposed.
