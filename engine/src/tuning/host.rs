@@ -146,6 +146,9 @@ pub struct Client {
 pub struct Applier {
     pub commit_ring_entries: u32,
     pub result_ring_entries: u32,
+    /// Most entries the applier applies per batch. Also how many committed entries wake a
+    /// parked applier at once; fewer wait for the shard's next tick, unless a client waits
+    /// on the applier (a read, writes held for the appliers, a graceful stop).
     pub batch_entries_max: u32,
     /// Longest park before re-checking the rings (a safety net for missed wake-ups).
     pub park_timeout_ms: u64,
