@@ -405,9 +405,7 @@ pub struct CommitPublisher {
     /// or by [`wake`](Self::wake) once wake-ups are deferred.
     doorbell: Option<Arc<Doorbell>>,
     deferred: bool,
-    /// Pushes happened since the doorbell was last rung (deferred wake-ups only).
-    unrung: bool,
-    /// `sent` when the doorbell was last rung.
+    /// `sent` when the doorbell was last rung: pushes since then are owed a ring.
     rung_at: u64,
     /// Newest index offered by the caller and not yet in the ring.
     pending: Option<u64>,
@@ -425,7 +423,6 @@ impl CommitPublisher {
             producer,
             doorbell,
             deferred: false,
-            unrung: false,
             rung_at: 0,
             pending: None,
             offered: 0,
@@ -444,7 +441,7 @@ impl CommitPublisher {
 
     /// Rings the doorbell if indexes were pushed since it was last rung.
     pub fn wake(&mut self) {
-        if self.unrung {
+        if self.sent != self.rung_at {
             self.ring();
         }
     }
@@ -452,15 +449,10 @@ impl CommitPublisher {
     /// How far the newest pushed index is past the one the doorbell was last rung for (0
     /// when nothing waits for a ring).
     pub fn unrung_entries(&self) -> u64 {
-        if self.unrung {
-            self.sent - self.rung_at
-        } else {
-            0
-        }
+        self.sent - self.rung_at
     }
 
     fn ring(&mut self) {
-        self.unrung = false;
         self.rung_at = self.sent;
         if let Some(doorbell) = &self.doorbell {
             doorbell.ring();
@@ -510,9 +502,7 @@ impl CommitPublisher {
             Ok(()) => {
                 self.sent = commit;
                 self.pending = None;
-                if self.deferred {
-                    self.unrung = true;
-                } else {
+                if !self.deferred {
                     self.ring();
                 }
                 true
