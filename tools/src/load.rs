@@ -334,9 +334,16 @@ pub fn open_loop(
 /// wake-up in a back-to-back exchange, so the paced figure is the like-for-like baseline
 /// of a probe at that rate.
 pub fn loopback_rtt(rounds: usize, pace: Option<Duration>) -> std::io::Result<Duration> {
-    let mut samples = loopback_rtt_samples(rounds, pace)?;
-    samples.sort();
-    Ok(samples[samples.len() / 2])
+    Ok(median(loopback_rtt_samples(rounds, pace)?))
+}
+
+/// The median of `samples` (the upper one of an even count).
+///
+/// # Panics
+/// If `samples` is empty.
+pub fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort_unstable();
+    samples[samples.len() / 2]
 }
 
 /// Every round trip of [`loopback_rtt`], in the order measured (at least one).

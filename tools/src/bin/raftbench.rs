@@ -463,8 +463,7 @@ fn one_run(
             let r = load::closed_loop(|c| connect(offset + c), cfg).map_err(|e| e.to_string())?;
             hist.add(&r.latency_us).expect("same bounds");
         }
-        rtts.sort();
-        (rtts[rtts.len() / 2], Some(Latency::of(&hist)))
+        (load::median(rtts), Some(Latency::of(&hist)))
     } else {
         let rtt = load::loopback_rtt(2000, None).map_err(|e| format!("loopback baseline: {e}"))?;
         (rtt, None)
