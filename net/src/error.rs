@@ -90,7 +90,21 @@ pub enum TransportError {
     /// Socket or entropy source failure at set-up.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// A listen address could not be bound (in use, not local, no permission).
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     /// The configuration can not work.
     #[error("invalid transport config: {0}")]
     Config(&'static str),
+}
+
+impl TransportError {
+    /// True when a listen address was already taken by another socket.
+    pub fn is_address_in_use(&self) -> bool {
+        matches!(self, TransportError::Listen { source, .. }
+            if source.kind() == std::io::ErrorKind::AddrInUse)
+    }
 }

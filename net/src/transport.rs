@@ -238,6 +238,11 @@ fn token(index: u32, gen: u32, op: u64) -> u64 {
     u64::from(index) << 32 | u64::from(gen & 0x00ff_ffff) << 8 | op
 }
 
+/// Binds a listener, naming the address when it cannot be had.
+fn listen_on(addr: SocketAddr) -> Result<TcpListener, TransportError> {
+    TcpListener::bind(addr).map_err(|source| TransportError::Listen { addr, source })
+}
+
 fn token_parts(token: u64) -> (u32, u32, u64) {
     (
         (token >> 32) as u32,
@@ -252,7 +257,7 @@ impl Transport {
         cfg: TransportConfig,
         listen: Option<SocketAddr>,
     ) -> Result<Transport, TransportError> {
-        let listener = listen.map(TcpListener::bind).transpose()?;
+        let listener = listen.map(listen_on).transpose()?;
         Transport::new(cfg, listener)
     }
 
@@ -263,8 +268,8 @@ impl Transport {
         listen: SocketAddr,
         client_listen: SocketAddr,
     ) -> Result<Transport, TransportError> {
-        let listener = TcpListener::bind(listen)?;
-        let client_listener = TcpListener::bind(client_listen)?;
+        let listener = listen_on(listen)?;
+        let client_listener = listen_on(client_listen)?;
         let mut t = Transport::new(cfg, Some(listener))?;
         t.client_listener = Some(client_listener);
         t.run_timers(Instant::now());

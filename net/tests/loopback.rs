@@ -299,6 +299,23 @@ fn non_member_is_refused() {
     assert!(!has(&evs[0], &Ev::Up(2)));
 }
 
+#[test]
+fn a_taken_listen_address_is_refused_naming_it() {
+    let held = listener();
+    let addr = held.local_addr().unwrap();
+    let cfg = config(7, 1, &[(1, addr)]);
+    let err = Transport::bind(cfg, Some(addr)).expect_err("the address is held");
+    assert!(err.is_address_in_use(), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains(&addr.to_string()), "{text}");
+    drop(held);
+    // The peer listener takes the address; the client listener then finds it taken.
+    let cfg = config(7, 1, &[(1, addr)]);
+    let err = Transport::bind_with_clients(cfg, addr, addr)
+        .expect_err("peer and client listeners on one address");
+    assert!(err.is_address_in_use(), "{err:?}");
+}
+
 fn keyed_pair(key_a: Option<&[u8]>, key_b: Option<&[u8]>) -> (Transport, Transport) {
     let (mut ca, la, mut cb, lb) = pair_configs(7, 7);
     ca.cluster_key = key_a.map(<[u8]>::to_vec);

@@ -81,8 +81,12 @@ fn load(args: &Args) -> Result<NodeTuning, String> {
     }
 }
 
+/// raftd's exit code when a listen address is taken by another socket: a launcher that
+/// picked the ports can pick others and start again.
+pub const EXIT_ADDRESS_IN_USE: u8 = 3;
+
 /// Runs one node until SIGTERM/SIGINT; exit code 0 after a clean drain, 2 for bad
-/// tuning, 1 for anything else.
+/// tuning, [`EXIT_ADDRESS_IN_USE`] when a listen address is taken, 1 for anything else.
 pub fn main_with(args: Args) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -119,7 +123,11 @@ pub fn main_with(args: Args) -> ExitCode {
         Err(e) => {
             tracing::error!(error = %e, "node stopped");
             eprintln!("raftd: {e}");
-            ExitCode::from(1)
+            if e.is_address_in_use() {
+                ExitCode::from(EXIT_ADDRESS_IN_USE)
+            } else {
+                ExitCode::from(1)
+            }
         }
     }
 }

@@ -59,6 +59,13 @@ pub enum NodeError {
     Thread(&'static str, String),
 }
 
+impl NodeError {
+    /// True when the node could not start because a listen address was taken.
+    pub fn is_address_in_use(&self) -> bool {
+        matches!(self, NodeError::Transport(t) if t.is_address_in_use())
+    }
+}
+
 /// Options that are not tuning: they belong to the launcher.
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
