@@ -1,10 +1,12 @@
 //! Starts and stops a cluster of real `raftd` processes on loopback, for `raftbench local`
 //! and the integration tests.
 //!
-//! Ports are chosen by the kernel (bind to port 0, read it back, release it), data lives in
-//! a temporary directory removed on drop, every child is stopped (SIGTERM, then SIGKILL
-//! after a bound) when the cluster is dropped.
+//! Ports are leased for the cluster's lifetime (see [`PortLease`]), data lives in a
+//! temporary directory removed on drop, every child is stopped (SIGTERM, then SIGKILL after
+//! a bound) when the cluster is dropped. A node that finds its port taken by a foreign
+//! socket at start makes the launcher start the whole cluster again on other ports.
 
+use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -14,6 +16,10 @@ use std::time::{Duration, Instant};
 use engine::client::Client;
 use engine::node::ShardReport;
 use engine::tuning::LocalCluster as LocalTuning;
+
+use crate::raftd::EXIT_ADDRESS_IN_USE;
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -28,6 +34,8 @@ pub enum LaunchError {
     Exited {
         node: u64,
         status: String,
+        /// The exit code, when the process exited rather than being killed by a signal.
+        code: Option<i32>,
         tail: String,
     },
     #[error("client: {0}")]
@@ -38,6 +46,16 @@ pub enum LaunchError {
 
 /// First id of the clients this launcher creates.
 pub const CLIENT_ID_BASE: u64 = 1 << 48;
+
+/// The client id (above [`CLIENT_ID_BASE`]) the launcher checks a new cluster with.
+const READINESS_CLIENT: u64 = u32::MAX as u64 - 1;
+
+/// Bound on a new cluster's start (process start, log recovery, listening), for a loaded
+/// 2-core host.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Starts tried before a taken port is reported as an error.
+const START_ATTEMPTS: u32 = 3;
 
 /// One raftd child.
 #[derive(Debug)]
@@ -54,7 +72,7 @@ pub struct Cluster {
     /// Arguments before raftd's own (e.g. `raftd` when raftbench runs nodes itself).
     prefix: Vec<String>,
     tuning_path: PathBuf,
-    ports: Vec<u16>,
+    ports: PortLease,
     data: tempfile::TempDir,
     nodes: Vec<Node>,
     pub tuning: LocalTuning,
@@ -68,15 +86,112 @@ pub struct Exit {
     pub reports: Vec<ShardReport>,
 }
 
-/// Free loopback ports, reserved long enough to read them back.
-pub fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<_, _>>()?;
-    listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect()
+/// Loopback ports held for one cluster until dropped.
+///
+/// A port the kernel picks for `bind(0)` comes from its ephemeral range, the same range it
+/// gives outgoing connections: released and handed to a node, it can be taken by any
+/// connection made meanwhile, by this process or another (a node restarting later is
+/// exposed the same way). So the lease takes ports outside the ephemeral range, which
+/// only an explicit `bind` can take, and holds an advisory lock per port, a file under
+/// the temporary directory, so that concurrent launchers (parallel tests, two raftbench
+/// runs) never pick the same one. Each port is checked free by binding it before use.
+#[derive(Debug)]
+pub struct PortLease {
+    ports: Vec<u16>,
+    _locks: Vec<Flock<File>>,
+}
+
+/// Ports tried below the ephemeral range's start (and above its end).
+const LEASE_WINDOW: u16 = 16_384;
+
+impl PortLease {
+    /// Leases `n` free loopback ports.
+    pub fn take(n: usize) -> std::io::Result<PortLease> {
+        let (lo, hi) = ephemeral_range();
+        let below = lo.saturating_sub(LEASE_WINDOW).max(1024)..lo;
+        let above = hi
+            .checked_add(1)
+            .map(|first| first..=hi.saturating_add(LEASE_WINDOW));
+        let candidates: Vec<u16> = below.chain(above.into_iter().flatten()).collect();
+        let dir = std::env::temp_dir().join("raft-local-ports");
+        std::fs::create_dir_all(&dir)?;
+        let start = random_index(candidates.len());
+        let mut lease = PortLease {
+            ports: Vec::with_capacity(n),
+            _locks: Vec::with_capacity(n),
+        };
+        for k in 0..candidates.len() {
+            if lease.ports.len() == n {
+                break;
+            }
+            let port = candidates[(start + k) % candidates.len()];
+            if let Some(lock) = lock_port(&dir, port)? {
+                if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                    lease.ports.push(port);
+                    lease._locks.push(lock);
+                }
+            }
+        }
+        if lease.ports.len() < n {
+            return Err(std::io::Error::other(format!(
+                "only {} of {n} free loopback ports outside the ephemeral range {lo}-{hi}",
+                lease.ports.len()
+            )));
+        }
+        Ok(lease)
+    }
+
+    /// The leased ports, in the order taken.
+    pub fn ports(&self) -> &[u16] {
+        &self.ports
+    }
+}
+
+/// The kernel's ephemeral port range (Linux's default when it cannot be read).
+fn ephemeral_range() -> (u16, u16) {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range");
+    let parsed = text.ok().and_then(|t| {
+        let mut it = t.split_whitespace().map(str::parse::<u16>);
+        match (it.next(), it.next()) {
+            (Some(Ok(lo)), Some(Ok(hi))) if lo <= hi => Some((lo, hi)),
+            _ => None,
+        }
+    });
+    parsed.unwrap_or((32_768, 60_999))
+}
+
+/// The port's lock file, locked, or `None` when another launcher holds it (or the file
+/// belongs to someone who does not let us open it).
+fn lock_port(dir: &Path, port: u16) -> std::io::Result<Option<Flock<File>>> {
+    let path = dir.join(format!("{port}.lock"));
+    let file = match std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(e.into()),
+    }
+}
+
+/// A start position that differs between processes and calls.
+fn random_index(len: usize) -> usize {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    (h.finish() % len.max(1) as u64) as usize
 }
 
 impl Cluster {
@@ -87,7 +202,31 @@ impl Cluster {
     }
 
     /// As [`Cluster::start`], running `program prefix.. <raftd arguments>` for each node.
+    ///
+    /// Returns once every node accepts clients. A node that exits because a port of its
+    /// was taken meanwhile by a foreign socket (the lease makes that rare, not impossible)
+    /// makes the launcher start the cluster again on fresh ports, a few times at most.
     pub fn start_with(
+        program: &Path,
+        prefix: &[&str],
+        tuning_text: &str,
+    ) -> Result<Cluster, LaunchError> {
+        let mut attempt = 1;
+        loop {
+            let mut cluster = Self::spawn_all(program, prefix, tuning_text)?;
+            match cluster.wait_accepting(START_TIMEOUT) {
+                Ok(()) => return Ok(cluster),
+                Err(LaunchError::Exited {
+                    code: Some(code), ..
+                }) if code == i32::from(EXIT_ADDRESS_IN_USE) && attempt < START_ATTEMPTS => {
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn spawn_all(
         program: &Path,
         prefix: &[&str],
         tuning_text: &str,
@@ -95,8 +234,8 @@ impl Cluster {
         let parsed = LocalTuning::parse("local cluster", tuning_text, None)
             .map_err(|e| LaunchError::Tuning(e.to_string()))?;
         let n = parsed.cluster.members.len();
-        let ports = free_ports(2 * n)?;
-        let pairs: Vec<(u16, u16)> = (0..n).map(|i| (ports[2 * i], ports[2 * i + 1])).collect();
+        let ports = PortLease::take(2 * n)?;
+        let pairs: Vec<(u16, u16)> = ports.ports().chunks(2).map(|p| (p[0], p[1])).collect();
         let data = tempfile::Builder::new().prefix("raft-local-").tempdir()?;
         let tuning = parsed
             .with_ports(&pairs)
@@ -108,7 +247,7 @@ impl Cluster {
             raftd: program.to_path_buf(),
             prefix: prefix.iter().map(|p| (*p).to_owned()).collect(),
             tuning_path,
-            ports: ports.clone(),
+            ports,
             data,
             nodes: Vec::new(),
             tuning,
@@ -132,6 +271,25 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// Waits until a client reaches every node, or a node exits.
+    fn wait_accepting(&mut self, timeout: Duration) -> Result<(), LaunchError> {
+        let deadline = Instant::now() + timeout;
+        let mut client = self.client(READINESS_CLIENT)?;
+        loop {
+            self.check_alive()?;
+            let up = client.wait_connected(Duration::from_millis(20))?;
+            if up == self.nodes.len() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(LaunchError::Other(format!(
+                    "only {up} of {} nodes accepted clients within {timeout:?}",
+                    self.nodes.len()
+                )));
+            }
+        }
+    }
+
     fn node_mut(&mut self, id: u64) -> Result<&mut Node, LaunchError> {
         self.nodes
             .iter_mut()
@@ -140,7 +298,7 @@ impl Cluster {
     }
 
     fn spawn(&mut self, id: u64) -> Result<(), LaunchError> {
-        let ports: Vec<String> = self.ports.iter().map(u16::to_string).collect();
+        let ports: Vec<String> = self.ports.ports().iter().map(u16::to_string).collect();
         let raftd = self.raftd.clone();
         let prefix = self.prefix.clone();
         let tuning_path = self.tuning_path.clone();
@@ -191,6 +349,7 @@ impl Cluster {
                     return Err(LaunchError::Exited {
                         node: node.id,
                         status: status.to_string(),
+                        code: status.code(),
                         tail,
                     });
                 }
@@ -361,4 +520,41 @@ fn tail_of(path: &Path, lines: usize) -> String {
     };
     let all: Vec<String> = BufReader::new(file).lines().map_while(Result::ok).collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leased_ports_are_outside_the_ephemeral_range_and_never_shared() {
+        let (lo, hi) = ephemeral_range();
+        let a = PortLease::take(6).expect("lease a");
+        let b = PortLease::take(6).expect("lease b");
+        for &p in a.ports().iter().chain(b.ports()) {
+            assert!(!(lo..=hi).contains(&p), "{p} is in {lo}-{hi}");
+            assert!(p >= 1024, "{p} is privileged");
+        }
+        let mut all: Vec<u16> = a.ports().iter().chain(b.ports()).copied().collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 12, "a {:?} b {:?}", a.ports(), b.ports());
+        // Held ports stay bindable for their nodes: the lease holds locks, not sockets.
+        for &p in a.ports() {
+            TcpListener::bind(("127.0.0.1", p)).expect("leased port is free");
+        }
+    }
+
+    #[test]
+    fn a_locked_port_is_skipped_and_released_with_its_lease() {
+        let dir = std::env::temp_dir().join("raft-local-ports");
+        let a = PortLease::take(1).expect("lease");
+        let port = a.ports()[0];
+        assert!(lock_port(&dir, port).expect("lock file").is_none(), "held");
+        drop(a);
+        assert!(
+            lock_port(&dir, port).expect("lock file").is_some(),
+            "released"
+        );
+    }
 }

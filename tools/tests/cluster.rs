@@ -2,8 +2,8 @@
 //! follower restart, convergence, the preferred leader, leadership transfer, fixed-leader
 //! mode, graceful drain, and a bad tuning file.
 //!
-//! Every test bounds its time, uses kernel-chosen loopback ports and a temporary data
-//! directory, and stops its processes (the launcher kills them on drop).
+//! Every test bounds its time, uses loopback ports leased by the launcher and a temporary
+//! data directory, and stops its processes (the launcher kills them on drop).
 
 use std::path::Path;
 use std::process::Command;
@@ -13,7 +13,7 @@ use engine::client::Reply;
 use engine::kv::Command as KvCommand;
 use engine::tuning::LOCAL_TOML;
 use net::wire::ClientStatus;
-use tools::launcher::Cluster;
+use tools::launcher::{Cluster, LaunchError};
 
 const RAFTD: &str = env!("CARGO_BIN_EXE_raftd");
 const STEP: Duration = Duration::from_secs(20);
@@ -44,6 +44,48 @@ fn started(text: &str, client_id: u64) -> (Cluster, engine::client::Client, u64)
     client.wait_connected(STEP).expect("connect");
     let leader = cluster.wait_leader(&mut client, STEP).expect("leader");
     (cluster, client, leader)
+}
+
+#[test]
+fn a_node_whose_port_was_taken_makes_the_launcher_start_again_on_other_ports() {
+    // The first node started exits as raftd does when its listen address is taken; every
+    // later start runs raftd.
+    let marker = tempfile::tempdir().expect("tempdir");
+    let script = format!(
+        "if [ ! -e '{m}/taken' ]; then touch '{m}/taken'; exit {code}; fi; exec '{RAFTD}' \"$@\"",
+        m = marker.path().display(),
+        code = tools::raftd::EXIT_ADDRESS_IN_USE,
+    );
+    let mut cluster =
+        Cluster::start_with(Path::new("/bin/sh"), &["-c", &script, "raftd"], LOCAL_TOML)
+            .expect("started on the second attempt");
+    assert!(
+        marker.path().join("taken").exists(),
+        "the first start failed"
+    );
+    let mut client = cluster.client(7).expect("client");
+    let leader = cluster.wait_leader(&mut client, STEP).expect("leader");
+    let index = client.submit(vec![put(1)], STEP).expect("submit");
+    assert!(index > 0, "leader {leader}");
+    let converged = wait_converged(&mut cluster, index, STEP);
+    assert_eq!(converged.len(), 3, "{converged:?}");
+}
+
+#[test]
+fn a_launch_whose_ports_stay_taken_fails_naming_the_node_and_exit() {
+    let script = format!("exit {}", tools::raftd::EXIT_ADDRESS_IN_USE);
+    let err = Cluster::start_with(Path::new("/bin/sh"), &["-c", &script, "raftd"], LOCAL_TOML)
+        .expect_err("every start fails");
+    match err {
+        LaunchError::Exited { code, status, .. } => {
+            assert_eq!(
+                code,
+                Some(i32::from(tools::raftd::EXIT_ADDRESS_IN_USE)),
+                "{status}"
+            );
+        }
+        other => panic!("unexpected: {other}"),
+    }
 }
 
 /// Waits until every running node has applied `index` with the same state hash.
