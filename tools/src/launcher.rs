@@ -9,6 +9,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -95,10 +96,28 @@ pub struct Exit {
 /// only an explicit `bind` can take, and holds an advisory lock per port, a file under
 /// the temporary directory, so that concurrent launchers (parallel tests, two raftbench
 /// runs) never pick the same one. Each port is checked free by binding it before use.
+/// Ports are still chosen at run time, at a random place in that range, never fixed.
+/// Dropping the lease removes its lock files.
 #[derive(Debug)]
 pub struct PortLease {
     ports: Vec<u16>,
-    _locks: Vec<Flock<File>>,
+    locks: Vec<PortLock>,
+}
+
+/// A locked port file; removed (while still locked) when dropped.
+#[derive(Debug)]
+struct PortLock {
+    path: PathBuf,
+    _lock: Flock<File>,
+}
+
+impl Drop for PortLock {
+    fn drop(&mut self) {
+        // Unlinked before the lock is released: a launcher that opened the file meanwhile
+        // finds, once it has the lock, that the path no longer names its file, and skips
+        // the port (see `lock_port`).
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// Ports tried below the ephemeral range's start (and above its end).
@@ -118,7 +137,7 @@ impl PortLease {
         let start = random_index(candidates.len());
         let mut lease = PortLease {
             ports: Vec::with_capacity(n),
-            _locks: Vec::with_capacity(n),
+            locks: Vec::with_capacity(n),
         };
         for k in 0..candidates.len() {
             if lease.ports.len() == n {
@@ -128,7 +147,7 @@ impl PortLease {
             if let Some(lock) = lock_port(&dir, port)? {
                 if TcpListener::bind(("127.0.0.1", port)).is_ok() {
                     lease.ports.push(port);
-                    lease._locks.push(lock);
+                    lease.locks.push(lock);
                 }
             }
         }
@@ -162,7 +181,7 @@ fn ephemeral_range() -> (u16, u16) {
 
 /// The port's lock file, locked, or `None` when another launcher holds it (or the file
 /// belongs to someone who does not let us open it).
-fn lock_port(dir: &Path, port: u16) -> std::io::Result<Option<Flock<File>>> {
+fn lock_port(dir: &Path, port: u16) -> std::io::Result<Option<PortLock>> {
     let path = dir.join(format!("{port}.lock"));
     let file = match std::fs::OpenOptions::new()
         .create(true)
@@ -174,10 +193,19 @@ fn lock_port(dir: &Path, port: u16) -> std::io::Result<Option<Flock<File>>> {
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Ok(None),
         Err(e) => return Err(e),
     };
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => Ok(Some(lock)),
-        Err((_, Errno::EWOULDBLOCK)) => Ok(None),
-        Err((_, e)) => Err(e.into()),
+    let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => lock,
+        Err((_, Errno::EWOULDBLOCK)) => return Ok(None),
+        Err((_, e)) => return Err(e.into()),
+    };
+    // The holder we waited out may have removed the file: a lock on an unlinked file
+    // guards nothing, since the next launcher creates a new one.
+    let ours = lock.metadata()?.ino();
+    match std::fs::metadata(&path) {
+        Ok(now) if now.ino() == ours => Ok(Some(PortLock { path, _lock: lock })),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
