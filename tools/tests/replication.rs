@@ -1,50 +1,108 @@
 //! The replication test from our users' old system, made strict: 3 replicas, 1 shard,
 //! at least 10 s of load, stop the load, and every follower must have applied 100% of the
 //! leader's committed entries within 1 s, in every one of 3 runs, with the state hashes
-//! equal and every node draining cleanly. It runs the real `raftbench local`.
+//! equal and every node draining cleanly. It runs the real `raftbench local`; a second
+//! test runs it on two shards per node, where it loads and checks each shard.
 
 use std::process::Command;
 
+use engine::tuning::LOCAL_TOML;
+
 #[test]
 fn followers_apply_everything_the_leader_committed_in_every_run() {
+    let summary = raftbench_local(&["--runs", "3", "--seconds", "10", "--probe-seconds", "0"]);
+    let runs = summary["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 3, "{summary}");
+    for run in runs {
+        let shards = run["shards"].as_array().expect("shards");
+        assert_eq!(
+            shards.len(),
+            1,
+            "the embedded local.toml has one shard: {run}"
+        );
+        check_shard(&shards[0], 1000);
+        assert_eq!(run["converged"], true, "{run}");
+        assert_eq!(run["clean_shutdown"], true, "{run}");
+    }
+}
+
+#[test]
+fn raftbench_loads_and_checks_every_shard() {
+    // The embedded file with two shards per node, each node's threads on both cores.
+    let mut text = LOCAL_TOML.to_owned();
+    for (from, to) in [
+        ("count = 1", "count = 2"),
+        ("preferred_leaders = [1]", "preferred_leaders = [1, 2]"),
+        ("shards = [0]\napplier = 1", "shards = [0, 1]\napplier = 1"),
+        ("shards = [1]\napplier = 0", "shards = [1, 0]\napplier = 0"),
+    ] {
+        assert!(text.contains(from), "tuning text has no {from:?}");
+        text = text.replace(from, to);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("two-shards.toml");
+    std::fs::write(&path, text).expect("write tuning");
+    let summary = raftbench_local(&[
+        "--tuning",
+        path.to_str().expect("utf-8 temp path"),
+        "--seconds",
+        "2",
+        "--probe-seconds",
+        "0",
+        "--one-client-seconds",
+        "0",
+    ]);
+    let run = &summary["runs"][0];
+    let shards = run["shards"].as_array().expect("shards");
+    assert_eq!(shards.len(), 2, "{run}");
+    for (i, shard) in shards.iter().enumerate() {
+        assert_eq!(shard["shard"].as_u64(), Some(i as u64));
+        // Both shards carried load (two of the four clients each).
+        check_shard(shard, 1000);
+    }
+    assert_eq!(run["clean_shutdown"], true, "{run}");
+}
+
+/// Runs `raftbench local <args> --json`, requires exit 0, returns its JSON summary.
+fn raftbench_local(args: &[&str]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_raftbench"))
-        .args([
-            "local",
-            "--runs",
-            "3",
-            "--seconds",
-            "10",
-            "--probe-seconds",
-            "0",
-            "--json",
-        ])
+        .arg("local")
+        .args(args)
+        .arg("--json")
         .output()
         .expect("run raftbench");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let summary: serde_json::Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("raftbench printed no JSON ({e}):\n{stdout}\n{stderr}"));
-    let runs = summary["runs"].as_array().expect("runs");
-    assert_eq!(runs.len(), 3, "{stdout}");
-    for run in runs {
-        let committed = run["leader_committed"].as_u64().expect("leader_committed");
-        assert!(committed > 1000, "load too small to mean anything: {run}");
-        for f in run["followers"].as_array().expect("followers") {
-            assert_eq!(
-                f["applied"].as_u64(),
-                Some(committed),
-                "follower {} applied {} of {committed}",
-                f["node"],
-                f["applied"]
-            );
-            let ms = f["caught_up_ms"].as_u64().expect("caught up");
-            assert!(ms <= 1000, "follower {} needed {ms} ms", f["node"]);
-        }
-        assert_eq!(run["converged"], true, "{run}");
-        assert_eq!(run["clean_shutdown"], true, "{run}");
-    }
     assert!(
         out.status.success(),
-        "raftbench failed:\n{stdout}\n{stderr}"
+        "raftbench failed ({}):\n{stdout}\n{stderr}",
+        out.status
     );
+    serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("raftbench printed no JSON ({e}):\n{stdout}\n{stderr}"))
+}
+
+/// One shard of a run: its leader committed more than `min_committed` entries, and every
+/// follower applied all of them within 1 s of the load stopping, and converged.
+fn check_shard(shard: &serde_json::Value, min_committed: u64) {
+    let committed = shard["leader_committed"]
+        .as_u64()
+        .expect("leader_committed");
+    assert!(
+        committed > min_committed,
+        "load too small to mean anything: {shard}"
+    );
+    for f in shard["followers"].as_array().expect("followers") {
+        assert_eq!(
+            f["applied"].as_u64(),
+            Some(committed),
+            "shard {}: follower {} applied {} of {committed}",
+            shard["shard"],
+            f["node"],
+            f["applied"]
+        );
+        let ms = f["caught_up_ms"].as_u64().expect("caught up");
+        assert!(ms <= 1000, "follower {} needed {ms} ms", f["node"]);
+    }
+    assert_eq!(shard["converged"], true, "{shard}");
 }

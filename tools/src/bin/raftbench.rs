@@ -9,13 +9,15 @@
 //! raftbench run --tuning FILE      # against a running cluster
 //! ```
 //!
-//! Each run: a closed-loop throughput phase (clients x window x batch entries in flight),
-//! follower apply lag sampled meanwhile, then the load stops and every follower must have
-//! applied 100% of the leader's committed entries within 1 s; then an open-loop latency
+//! Each run: a closed-loop throughput phase (clients x window x batch entries in flight;
+//! with several shards, client `c` writes to shard `c % shards`), follower apply lag
+//! sampled meanwhile, then the load stops and, in every shard, every follower must have
+//! applied 100% of its leader's committed entries within 1 s; then an open-loop latency
 //! probe (one entry per request at a fixed rate, timed from the intended send time); a
 //! raw-socket loopback ping-pong (the latency baseline, measured in the same run) in
 //! alternating slices with one client sending one 1-entry request at a time; and a
-//! convergence check (applied index and state hash equal on every node).
+//! convergence check (applied index and state hash equal on every node, per shard). The
+//! probe and the one-client phase use shard 0.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -165,6 +167,18 @@ struct FollowerCatchUp {
     caught_up_ms: Option<u64>,
 }
 
+/// The strict check and convergence of one shard (its own Raft group).
+#[derive(Debug, Serialize)]
+struct ShardCheck {
+    shard: u32,
+    leader: u64,
+    leader_committed: u64,
+    followers: Vec<FollowerCatchUp>,
+    all_followers_caught_up: bool,
+    converged: bool,
+    state_hashes: Vec<(u64, u64)>,
+}
+
 #[derive(Debug, Serialize)]
 struct RunReport {
     run: usize,
@@ -183,14 +197,15 @@ struct RunReport {
     one_client_p50_over_rtt: Option<f64>,
     entries_per_append: f64,
     follower_apply_lag_max: u64,
-    /// Submits the leader held for lagging appliers during the run.
+    /// Submits the leaders held for lagging appliers during the run.
     writes_held: u64,
-    leader: u64,
-    leader_committed: u64,
-    followers: Vec<FollowerCatchUp>,
+    /// Every shard's check; the load is spread over all of them (client `c` writes to
+    /// shard `c % shards`), the probe and the one-client phase use shard 0.
+    shards: Vec<ShardCheck>,
+    /// Every follower of every shard applied all its leader's commits within 1 s.
     all_followers_caught_up: bool,
+    /// Every shard converged.
     converged: bool,
-    state_hashes: Vec<(u64, u64)>,
     clean_shutdown: Option<bool>,
 }
 
@@ -271,10 +286,13 @@ fn local(
         admin
             .wait_connected(Duration::from_secs(10))
             .map_err(|e| e.to_string())?;
-        cluster
-            .wait_leader(&mut admin, Duration::from_secs(20))
-            .map_err(|e| e.to_string())?;
-        let mut report = one_run(run, &members, &connect, &mut admin, args)?;
+        for shard in 0..c.shards.count {
+            admin.set_shard(shard);
+            cluster
+                .wait_leader(&mut admin, Duration::from_secs(20))
+                .map_err(|e| format!("shard {shard}: {e}"))?;
+        }
+        let mut report = one_run(run, &members, c.shards.count, &connect, &mut admin, args)?;
         let exits = cluster
             .stop_all(Duration::from_secs(20))
             .map_err(|e| e.to_string())?;
@@ -308,7 +326,7 @@ fn remote(path: &Path, args: &LoadArgs) -> Result<Summary, String> {
     admin
         .wait_connected(Duration::from_secs(10))
         .map_err(|e| e.to_string())?;
-    let report = one_run(1, &members, &connect, &mut admin, args)?;
+    let report = one_run(1, &members, c.shards.count, &connect, &mut admin, args)?;
     if !args.json {
         print_run(&report);
     }
@@ -324,26 +342,54 @@ fn remote(path: &Path, args: &LoadArgs) -> Result<Summary, String> {
     })
 }
 
-fn statuses(admin: &mut Client, members: &[PeerConfig]) -> Vec<ShardReport> {
+/// Every member's report for `shard` (members that do not answer are left out).
+fn statuses(admin: &mut Client, members: &[PeerConfig], shard: u32) -> Vec<ShardReport> {
+    admin.set_shard(shard);
     members
         .iter()
         .filter_map(|m| admin.status(m.node_id, Duration::from_millis(500)).ok())
         .collect()
 }
 
+/// Every member's report for every shard.
+fn all_statuses(admin: &mut Client, members: &[PeerConfig], shards: u32) -> Vec<ShardReport> {
+    (0..shards)
+        .flat_map(|shard| statuses(admin, members, shard))
+        .collect()
+}
+
+/// A load client for client number `c`: it writes to shard `c % shards`.
+fn on_shard(
+    client: Result<Client, engine::client::ClientError>,
+    c: u64,
+    shards: u32,
+) -> Result<Client, engine::client::ClientError> {
+    let mut client = client?;
+    client.set_shard((c % u64::from(shards.max(1))) as u32);
+    Ok(client)
+}
+
+/// Append messages and entries sent, and writes held, summed over `reports`.
+fn counters(reports: &[ShardReport]) -> (u64, u64, u64) {
+    reports.iter().fold((0, 0, 0), |a, r| {
+        (
+            a.0 + r.append_msgs_sent,
+            a.1 + r.append_entries_sent,
+            a.2 + r.writes_held,
+        )
+    })
+}
+
 fn one_run(
     run: usize,
     members: &[PeerConfig],
+    shards: u32,
     connect: &dyn Fn(u64) -> Result<Client, engine::client::ClientError>,
     admin: &mut Client,
     args: &LoadArgs,
 ) -> Result<RunReport, String> {
-    let before = statuses(admin, members);
-    let appends_before: (u64, u64) = before
-        .iter()
-        .map(|r| (r.append_msgs_sent, r.append_entries_sent))
-        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-    let held_before: u64 = before.iter().map(|r| r.writes_held).sum();
+    let shards = shards.max(1);
+    let before = counters(&all_statuses(admin, members, shards));
 
     // Closed-loop phases (one per client count), with the apply lag sampled meanwhile.
     let total = Duration::from_secs_f64(args.seconds.max(0.1));
@@ -353,7 +399,11 @@ fn one_run(
     let (mut entries, mut elapsed) = (0u64, Duration::ZERO);
     let mut lag_max = 0u64;
     for (i, &clients) in args.clients.iter().enumerate() {
-        let sampler = LagSampler::start(connect((run * 100 + i) as u64 + 500), members.to_vec());
+        let sampler = LagSampler::start(
+            connect((run * 100 + i) as u64 + 500),
+            members.to_vec(),
+            shards,
+        );
         let cfg = ClosedLoop {
             clients,
             window: args.window,
@@ -362,7 +412,8 @@ fn one_run(
             duration: per_point,
         };
         let offset = (run * 100 + i * 10) as u64;
-        let result = load::closed_loop(|c| connect(offset + c), cfg).map_err(|e| e.to_string())?;
+        let result = load::closed_loop(|c| on_shard(connect(offset + c), c, shards), cfg)
+            .map_err(|e| e.to_string())?;
         lag_max = lag_max.max(sampler.stop());
         let eps = result.entries_per_sec();
         sweep.push(SweepPoint {
@@ -377,49 +428,71 @@ fn one_run(
         elapsed += result.elapsed;
     }
 
-    // The strict check: load has stopped; every follower applies all of the leader's
-    // committed entries within CATCH_UP_LIMIT.
+    // The strict check: load has stopped; every follower of every shard applies all of
+    // its leader's committed entries within CATCH_UP_LIMIT.
     let stopped = Instant::now();
-    let (leader, leader_committed) = loop {
-        let now = statuses(admin, members);
-        if let Some(l) = now.iter().find(|r| r.is_leader()) {
-            break (l.node_id, l.commit);
-        }
-        if stopped.elapsed() > Duration::from_secs(5) {
-            return Err("no leader after the load stopped".into());
-        }
-    };
-    let mut followers: Vec<FollowerCatchUp> = members
-        .iter()
-        .filter(|m| m.node_id != leader)
-        .map(|m| FollowerCatchUp {
-            node: m.node_id,
-            applied: 0,
-            percent_of_leader: 0.0,
-            caught_up_ms: None,
-        })
-        .collect();
+    let mut checks = Vec::new();
+    for shard in 0..shards {
+        let (leader, leader_committed) = loop {
+            let now = statuses(admin, members, shard);
+            if let Some(l) = now.iter().find(|r| r.is_leader()) {
+                break (l.node_id, l.commit);
+            }
+            if stopped.elapsed() > Duration::from_secs(5) {
+                return Err(format!("shard {shard}: no leader after the load stopped"));
+            }
+        };
+        checks.push(ShardCheck {
+            shard,
+            leader,
+            leader_committed,
+            followers: members
+                .iter()
+                .filter(|m| m.node_id != leader)
+                .map(|m| FollowerCatchUp {
+                    node: m.node_id,
+                    applied: 0,
+                    percent_of_leader: 0.0,
+                    caught_up_ms: None,
+                })
+                .collect(),
+            all_followers_caught_up: false,
+            converged: false,
+            state_hashes: Vec::new(),
+        });
+    }
     loop {
-        let now = statuses(admin, members);
-        for f in &mut followers {
-            if let Some(r) = now.iter().find(|r| r.node_id == f.node) {
-                f.applied = r.applied;
-                f.percent_of_leader = 100.0 * r.applied as f64 / leader_committed.max(1) as f64;
-                if r.applied >= leader_committed && f.caught_up_ms.is_none() {
-                    f.caught_up_ms = Some(stopped.elapsed().as_millis() as u64);
+        for check in &mut checks {
+            if check.followers.iter().all(|f| f.caught_up_ms.is_some()) {
+                continue;
+            }
+            let now = statuses(admin, members, check.shard);
+            for f in &mut check.followers {
+                if let Some(r) = now.iter().find(|r| r.node_id == f.node) {
+                    f.applied = r.applied;
+                    f.percent_of_leader =
+                        100.0 * r.applied as f64 / check.leader_committed.max(1) as f64;
+                    if r.applied >= check.leader_committed && f.caught_up_ms.is_none() {
+                        f.caught_up_ms = Some(stopped.elapsed().as_millis() as u64);
+                    }
                 }
             }
         }
-        if followers.iter().all(|f| f.caught_up_ms.is_some()) || stopped.elapsed() > CATCH_UP_LIMIT
-        {
+        let done = checks
+            .iter()
+            .all(|c| c.followers.iter().all(|f| f.caught_up_ms.is_some()));
+        if done || stopped.elapsed() > CATCH_UP_LIMIT {
             break;
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    let all_followers_caught_up = followers.iter().all(|f| {
-        f.caught_up_ms
-            .is_some_and(|ms| ms <= CATCH_UP_LIMIT.as_millis() as u64)
-    });
+    for check in &mut checks {
+        check.all_followers_caught_up = check.followers.iter().all(|f| {
+            f.caught_up_ms
+                .is_some_and(|ms| ms <= CATCH_UP_LIMIT.as_millis() as u64)
+        });
+    }
+    let leader = checks[0].leader;
 
     // Open-loop latency probe with a single client.
     let probe = if args.probe_seconds > 0.0 {
@@ -469,33 +542,31 @@ fn one_run(
         (rtt, None)
     };
 
-    // Convergence: every node's applied index and state hash equal the leader's.
+    // Convergence: in every shard, every node's applied index and state hash equal the
+    // leader's.
     let deadline = Instant::now() + Duration::from_secs(5);
-    let (converged, state_hashes, after) = loop {
-        let now = statuses(admin, members);
-        let hashes: Vec<(u64, u64)> = now.iter().map(|r| (r.node_id, r.state_hash)).collect();
-        let leader_r = now.iter().find(|r| r.is_leader()).cloned();
-        let ok = now.len() == members.len()
-            && leader_r.as_ref().is_some_and(|l| {
-                now.iter()
-                    .all(|r| r.applied == l.commit && r.state_hash == l.state_hash)
-            });
-        if ok || Instant::now() > deadline {
-            break (ok, hashes, now);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let appends_after: (u64, u64) = after
-        .iter()
-        .map(|r| (r.append_msgs_sent, r.append_entries_sent))
-        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-    let writes_held = after
-        .iter()
-        .map(|r| r.writes_held)
-        .sum::<u64>()
-        .saturating_sub(held_before);
-    let msgs = appends_after.0.saturating_sub(appends_before.0);
-    let sent = appends_after.1.saturating_sub(appends_before.1);
+    let mut after = Vec::new();
+    for check in &mut checks {
+        let now = loop {
+            let now = statuses(admin, members, check.shard);
+            let leader_r = now.iter().find(|r| r.is_leader()).cloned();
+            check.converged = now.len() == members.len()
+                && leader_r.as_ref().is_some_and(|l| {
+                    now.iter()
+                        .all(|r| r.applied == l.commit && r.state_hash == l.state_hash)
+                });
+            if check.converged || Instant::now() > deadline {
+                break now;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        check.state_hashes = now.iter().map(|r| (r.node_id, r.state_hash)).collect();
+        after.extend(now);
+    }
+    let after = counters(&after);
+    let writes_held = after.2.saturating_sub(before.2);
+    let msgs = after.0.saturating_sub(before.0);
+    let sent = after.1.saturating_sub(before.1);
 
     let eps = entries as f64 / elapsed.as_secs_f64().max(1e-9);
     let rtt_us = rtt.as_secs_f64() * 1e6;
@@ -531,17 +602,14 @@ fn one_run(
         entries_per_append: sent as f64 / msgs.max(1) as f64,
         follower_apply_lag_max: lag_max,
         writes_held,
-        leader,
-        leader_committed,
-        followers,
-        all_followers_caught_up,
-        converged,
-        state_hashes,
+        all_followers_caught_up: checks.iter().all(|c| c.all_followers_caught_up),
+        converged: checks.iter().all(|c| c.converged),
+        shards: checks,
         clean_shutdown: None,
     })
 }
 
-/// Samples `leader commit - follower applied` on a thread while load runs.
+/// Samples `leader commit - follower applied` (every shard's) on a thread while load runs.
 struct LagSampler {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: std::thread::JoinHandle<u64>,
@@ -551,6 +619,7 @@ impl LagSampler {
     fn start(
         client: Result<Client, engine::client::ClientError>,
         members: Vec<PeerConfig>,
+        shards: u32,
     ) -> Self {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = std::sync::Arc::clone(&stop);
@@ -559,10 +628,12 @@ impl LagSampler {
             let _ = client.wait_connected(Duration::from_secs(5));
             let mut max = 0;
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                let now = statuses(&mut client, &members);
-                if let Some(l) = now.iter().find(|r| r.is_leader()) {
-                    for r in now.iter().filter(|r| !r.is_leader()) {
-                        max = max.max(l.commit.saturating_sub(r.applied));
+                for shard in 0..shards {
+                    let now = statuses(&mut client, &members, shard);
+                    if let Some(l) = now.iter().find(|r| r.is_leader()) {
+                        for r in now.iter().filter(|r| !r.is_leader()) {
+                            max = max.max(l.commit.saturating_sub(r.applied));
+                        }
                     }
                 }
                 std::thread::sleep(Duration::from_millis(250));
@@ -630,39 +701,50 @@ fn print_run(r: &RunReport) {
             r.loopback_rtt_us,
         );
     }
-    let _ = write!(
-        out,
-        "  leader {} committed {}",
-        r.leader, r.leader_committed
-    );
-    for f in &r.followers {
+    for c in &r.shards {
+        let shard = if r.shards.len() > 1 {
+            format!("shard {}: ", c.shard)
+        } else {
+            String::new()
+        };
         let _ = write!(
             out,
-            "; follower {} applied {} ({:.2}%{})",
-            f.node,
-            f.applied,
-            f.percent_of_leader,
-            f.caught_up_ms.map_or_else(
-                || ", NOT within 1 s".to_owned(),
-                |ms| format!(" after {ms} ms")
-            )
+            "  {shard}leader {} committed {}",
+            c.leader, c.leader_committed
+        );
+        for f in &c.followers {
+            let _ = write!(
+                out,
+                "; follower {} applied {} ({:.2}%{})",
+                f.node,
+                f.applied,
+                f.percent_of_leader,
+                f.caught_up_ms.map_or_else(
+                    || ", NOT within 1 s".to_owned(),
+                    |ms| format!(" after {ms} ms")
+                )
+            );
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "  {shard}convergence: {} {:?}",
+            if c.converged { "OK" } else { "FAILED" },
+            c.state_hashes
+                .iter()
+                .map(|(n, h)| format!("{n}:{h:016x}"))
+                .collect::<Vec<_>>(),
         );
     }
-    let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "  convergence: {} {:?}{}",
-        if r.converged { "OK" } else { "FAILED" },
-        r.state_hashes
-            .iter()
-            .map(|(n, h)| format!("{n}:{h:016x}"))
-            .collect::<Vec<_>>(),
-        match r.clean_shutdown {
-            Some(true) => ", graceful shutdown OK",
-            Some(false) => ", a node did NOT shut down cleanly",
-            None => "",
+    match r.clean_shutdown {
+        Some(true) => {
+            let _ = writeln!(out, "  graceful shutdown OK");
         }
-    );
+        Some(false) => {
+            let _ = writeln!(out, "  a node did NOT shut down cleanly");
+        }
+        None => {}
+    }
 }
 
 fn print_summary(s: &Summary) {
@@ -678,7 +760,9 @@ fn print_summary(s: &Summary) {
             .iter()
             .filter(|r| {
                 r.all_followers_caught_up
-                    && r.followers.iter().all(|f| f.applied >= r.leader_committed)
+                    && r.shards
+                        .iter()
+                        .all(|c| c.followers.iter().all(|f| f.applied >= c.leader_committed))
             })
             .count();
         println!(
