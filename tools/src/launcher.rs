@@ -100,13 +100,13 @@ pub struct Exit {
 /// Dropping the lease removes its lock files.
 #[derive(Debug)]
 pub struct PortLease {
-    ports: Vec<u16>,
     locks: Vec<PortLock>,
 }
 
-/// A locked port file; removed (while still locked) when dropped.
+/// A port and its locked file; the file is removed (while still locked) when dropped.
 #[derive(Debug)]
 struct PortLock {
+    port: u16,
     path: PathBuf,
     _lock: Flock<File>,
 }
@@ -135,34 +135,30 @@ impl PortLease {
         let dir = std::env::temp_dir().join("raft-local-ports");
         std::fs::create_dir_all(&dir)?;
         let start = random_index(candidates.len());
-        let mut lease = PortLease {
-            ports: Vec::with_capacity(n),
-            locks: Vec::with_capacity(n),
-        };
+        let mut locks = Vec::with_capacity(n);
         for k in 0..candidates.len() {
-            if lease.ports.len() == n {
+            if locks.len() == n {
                 break;
             }
             let port = candidates[(start + k) % candidates.len()];
             if let Some(lock) = lock_port(&dir, port)? {
                 if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-                    lease.ports.push(port);
-                    lease.locks.push(lock);
+                    locks.push(lock);
                 }
             }
         }
-        if lease.ports.len() < n {
+        if locks.len() < n {
             return Err(std::io::Error::other(format!(
                 "only {} of {n} free loopback ports outside the ephemeral range {lo}-{hi}",
-                lease.ports.len()
+                locks.len()
             )));
         }
-        Ok(lease)
+        Ok(PortLease { locks })
     }
 
     /// The leased ports, in the order taken.
-    pub fn ports(&self) -> &[u16] {
-        &self.ports
+    pub fn ports(&self) -> Vec<u16> {
+        self.locks.iter().map(|l| l.port).collect()
     }
 }
 
@@ -202,7 +198,11 @@ fn lock_port(dir: &Path, port: u16) -> std::io::Result<Option<PortLock>> {
     // guards nothing, since the next launcher creates a new one.
     let ours = lock.metadata()?.ino();
     match std::fs::metadata(&path) {
-        Ok(now) if now.ino() == ours => Ok(Some(PortLock { path, _lock: lock })),
+        Ok(now) if now.ino() == ours => Ok(Some(PortLock {
+            port,
+            path,
+            _lock: lock,
+        })),
         Ok(_) => Ok(None),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
@@ -559,16 +559,16 @@ mod tests {
         let (lo, hi) = ephemeral_range();
         let a = PortLease::take(6).expect("lease a");
         let b = PortLease::take(6).expect("lease b");
-        for &p in a.ports().iter().chain(b.ports()) {
+        for p in a.ports().into_iter().chain(b.ports()) {
             assert!(!(lo..=hi).contains(&p), "{p} is in {lo}-{hi}");
             assert!(p >= 1024, "{p} is privileged");
         }
-        let mut all: Vec<u16> = a.ports().iter().chain(b.ports()).copied().collect();
+        let mut all: Vec<u16> = a.ports().into_iter().chain(b.ports()).collect();
         all.sort_unstable();
         all.dedup();
         assert_eq!(all.len(), 12, "a {:?} b {:?}", a.ports(), b.ports());
         // Held ports stay bindable for their nodes: the lease holds locks, not sockets.
-        for &p in a.ports() {
+        for p in a.ports() {
             TcpListener::bind(("127.0.0.1", p)).expect("leased port is free");
         }
     }
@@ -578,11 +578,13 @@ mod tests {
         let dir = std::env::temp_dir().join("raft-local-ports");
         let a = PortLease::take(1).expect("lease");
         let port = a.ports()[0];
+        let file = dir.join(format!("{port}.lock"));
         assert!(lock_port(&dir, port).expect("lock file").is_none(), "held");
         drop(a);
-        assert!(
-            lock_port(&dir, port).expect("lock file").is_some(),
-            "released"
-        );
+        assert!(!file.exists(), "the lease removes its lock file");
+        let again = lock_port(&dir, port).expect("lock file");
+        assert!(again.is_some(), "released");
+        drop(again);
+        assert!(!file.exists(), "a lock removes its file");
     }
 }

@@ -77,7 +77,10 @@ fn a_launch_whose_ports_stay_taken_fails_naming_the_node_and_exit() {
     let err = Cluster::start_with(Path::new("/bin/sh"), &["-c", &script, "raftd"], LOCAL_TOML)
         .expect_err("every start fails");
     match err {
-        LaunchError::Exited { code, status, .. } => {
+        LaunchError::Exited {
+            node, code, status, ..
+        } => {
+            assert!((1..=3).contains(&node), "node {node}");
             assert_eq!(
                 code,
                 Some(i32::from(tools::raftd::EXIT_ADDRESS_IN_USE)),

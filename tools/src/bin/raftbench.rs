@@ -358,14 +358,14 @@ fn all_statuses(admin: &mut Client, members: &[PeerConfig], shards: u32) -> Vec<
         .collect()
 }
 
-/// A load client for client number `c`: it writes to shard `c % shards`.
+/// A load client for client number `c`: it writes to shard `c % shards` (`shards` >= 1).
 fn on_shard(
     client: Result<Client, engine::client::ClientError>,
     c: u64,
     shards: u32,
 ) -> Result<Client, engine::client::ClientError> {
     let mut client = client?;
-    client.set_shard((c % u64::from(shards.max(1))) as u32);
+    client.set_shard((c % u64::from(shards)) as u32);
     Ok(client)
 }
 
