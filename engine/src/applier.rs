@@ -23,5 +23,6 @@ pub mod worker;
 pub use link::{link, AppliedWatermark, ApplierLink, ShardLink};
 pub use machine::{Applied, ApplyResult, ApplyRole, EntrySource, Rejection, StateMachine};
 pub use worker::{
-    Applier, ApplierConfig, ApplierError, ApplierHandle, ShardApplier, SPIN_IDLE_PAUSES,
+    Applier, ApplierConfig, ApplierError, ApplierHandle, ShardApplier, PREFETCH_AHEAD,
+    SPIN_IDLE_PAUSES,
 };

@@ -1,13 +1,14 @@
 //! The applier: exactly-once in-order apply through a fake entry source, coalescing on a full
 //! commit ring, roles and results, back-pressure, storage faults, and draining on stop.
 
+use std::cell::RefCell;
 use std::sync::{Arc, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use engine::applier::{
     link, Applier, ApplierConfig, ApplierError, ApplyResult, ApplyRole, EntrySource, Rejection,
-    ShardApplier, ShardLink, StateMachine,
+    ShardApplier, ShardLink, StateMachine, PREFETCH_AHEAD,
 };
 use engine::spsc::{Doorbell, Publish};
 use engine::tuning::IdleStrategy;
@@ -49,6 +50,23 @@ impl EntrySource for FakeLog {
         }
         Ok(())
     }
+
+    fn peek(&mut self, first: u64, last: u64, f: &mut dyn FnMut(&[u8])) {
+        let entries = self.entries.read().unwrap();
+        for index in first..=last {
+            match entries.get(index as usize - 1) {
+                Some((_, payload)) => f(payload),
+                None => return,
+            }
+        }
+    }
+}
+
+/// One call the applier made on the machine, in the order made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Call {
+    Prefetch(Vec<u8>),
+    Apply(u64),
 }
 
 /// Records every call; replies with the payload on the leader.
@@ -56,6 +74,8 @@ impl EntrySource for FakeLog {
 struct Recorder {
     calls: Vec<(ApplyRole, u64, u64, Vec<u8>)>,
     applied: u64,
+    /// Prefetches and applies, interleaved as made (`prefetch` takes `&self`).
+    order: RefCell<Vec<Call>>,
 }
 
 impl StateMachine for Recorder {
@@ -63,11 +83,18 @@ impl StateMachine for Recorder {
         assert_eq!(index, self.applied + 1);
         self.applied = index;
         self.calls.push((role, index, term, payload.to_vec()));
+        self.order.borrow_mut().push(Call::Apply(index));
         match (payload.is_empty(), role) {
             (true, _) => ApplyResult::NoOp,
             (false, ApplyRole::Leader) => ApplyResult::Done(payload.to_vec()),
             (false, ApplyRole::Follower) => ApplyResult::Done(Vec::new()),
         }
+    }
+
+    fn prefetch(&self, payload: &[u8]) {
+        self.order
+            .borrow_mut()
+            .push(Call::Prefetch(payload.to_vec()));
     }
 
     fn state_hash(&self) -> u64 {
@@ -135,6 +162,45 @@ fn applies_every_index_once_in_order() {
         assert_eq!(call.3, vec![i as u8]);
         assert_eq!(call.2, 1);
     }
+}
+
+#[test]
+fn every_entry_is_prefetched_once_before_it_is_applied_and_never_far_ahead() {
+    // One batch of 300 entries: more than two prefetch chunks.
+    let (mut shard, log, mut applier) = single(4, 512, 1000);
+    let count = 2 * PREFETCH_AHEAD + 44;
+    let payload = |index: u64| (index as u16).to_le_bytes().to_vec();
+    for index in 1..=count {
+        log.append(1, &payload(index));
+    }
+    assert_eq!(shard.publish_commit(count), Publish::Sent);
+    poll_until_idle(&mut applier);
+    assert_eq!(shard.applied_index(), count);
+    let recorder = applier.shards()[0].machine();
+    assert_exactly_once(recorder, count);
+
+    let order = recorder.order.borrow();
+    let position = |call: &Call| order.iter().position(|c| c == call).unwrap();
+    let mut applied = 0u64;
+    let mut prefetched = 0u64;
+    for call in order.iter() {
+        match call {
+            Call::Apply(index) => {
+                applied = *index;
+                assert!(position(&Call::Prefetch(payload(*index))) < position(call));
+            }
+            Call::Prefetch(bytes) => {
+                prefetched += 1;
+                let index = u64::from(u16::from_le_bytes([bytes[0], bytes[1]]));
+                assert_eq!(index, prefetched, "prefetched in order, each once");
+                assert!(
+                    index <= applied + PREFETCH_AHEAD,
+                    "entry {index} prefetched with only {applied} applied"
+                );
+            }
+        }
+    }
+    assert_eq!(prefetched, count);
 }
 
 #[test]
@@ -385,8 +451,8 @@ fn resumes_after_the_machines_applied_index() {
         log.append(1, &[i]);
     }
     let restored = Recorder {
-        calls: Vec::new(),
         applied: 6,
+        ..Recorder::default()
     };
     let shard_applier = ShardApplier::new(0, end, restored, log);
     assert_eq!(shard.applied_index(), 6);

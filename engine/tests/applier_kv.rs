@@ -221,3 +221,27 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn prefetch_changes_nothing() {
+    let payloads = vec![put(b"a", b"1"), put(b"b", b"2"), delete(b"a")];
+    let (mut store, _) = replay(ApplyRole::Follower, &payloads);
+    let before = store.clone();
+    for payload in [
+        put(b"b", b"3"),
+        put(b"new", b"4"),
+        delete(b"b"),
+        delete(b"missing"),
+        Vec::new(),
+        vec![0xff, 1, 2],
+    ] {
+        store.prefetch(&payload);
+    }
+    assert_eq!(store, before);
+    assert_eq!(store.get(b"b"), Some(&b"2"[..]));
+    assert_eq!(
+        store.apply(ApplyRole::Follower, 4, 1, &put(b"b", b"3")),
+        ApplyResult::Done(Vec::new())
+    );
+    assert_eq!(store.get(b"b"), Some(&b"3"[..]));
+}

@@ -24,7 +24,7 @@ pub struct LogReader {
 }
 
 /// A forward cursor over published entries, holding the segment it reads.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Cursor {
     shared: Arc<Shared>,
     seg: Arc<Segment>,

@@ -74,6 +74,16 @@ pub trait StateMachine: Send {
     /// The last index applied (0 when nothing has been); the applier resumes after it.
     fn applied_index(&self) -> u64;
 
+    /// Reads the state that applying `payload` will touch, without changing anything. The
+    /// applier calls it for a run of upcoming entries before it applies them: lookups of
+    /// independent entries then overlap their cache misses, where applying one entry at a
+    /// time waits for each miss in turn (a state larger than the cache misses on nearly
+    /// every entry). A hint only: the outcome of [`apply`](Self::apply) must not depend on
+    /// it. Default: nothing.
+    fn prefetch(&self, payload: &[u8]) {
+        let _ = payload;
+    }
+
     /// Runs `batch`, which makes a run of the calls above, on the machine to make them on.
     /// The applier wraps every run of committed entries it applies in one call, so a
     /// machine shared with readers can take its lock once per run instead of once per
@@ -107,4 +117,12 @@ pub trait EntrySource: Send {
         last: u64,
         f: &mut dyn FnMut(u64, u64, &[u8]),
     ) -> Result<(), Self::Error>;
+
+    /// Calls `f(payload)` for entries of `first..=last` in order, without consuming them:
+    /// the next [`visit`](Self::visit) still starts where it would have. Best effort, for
+    /// [`StateMachine::prefetch`]: it may stop early or see nothing (a read error is left
+    /// for `visit` to report). Default: nothing.
+    fn peek(&mut self, first: u64, last: u64, f: &mut dyn FnMut(&[u8])) {
+        let _ = (first, last, f);
+    }
 }

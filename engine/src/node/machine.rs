@@ -44,14 +44,7 @@ impl EntrySource for LogSource {
         f: &mut dyn FnMut(u64, u64, &[u8]),
     ) -> Result<(), SourceError> {
         assert!(first <= last, "visit of an empty range");
-        let reuse = self
-            .cursor
-            .as_ref()
-            .is_some_and(|c| c.next_index() == first);
-        if !reuse {
-            self.cursor = Some(self.reader.cursor(first)?);
-        }
-        let cursor = self.cursor.as_mut().expect("cursor set above");
+        let cursor = self.cursor_at(first)?;
         for index in first..=last {
             match cursor.next_entry()? {
                 Some(entry) => {
@@ -67,6 +60,35 @@ impl EntrySource for LogSource {
             }
         }
         Ok(())
+    }
+
+    /// Walks a copy of the cursor, so the next `visit` of `first` reuses the original.
+    fn peek(&mut self, first: u64, last: u64, f: &mut dyn FnMut(&[u8])) {
+        let Ok(cursor) = self.cursor_at(first) else {
+            return;
+        };
+        let mut ahead = cursor.clone();
+        for _ in first..=last {
+            match ahead.next_entry() {
+                Ok(Some(entry)) => f(entry.payload),
+                Ok(None) | Err(_) => return,
+            }
+        }
+    }
+}
+
+impl LogSource {
+    /// The cursor positioned at `first`: the one kept from the last visit when it ended
+    /// just before `first` (a new one walks record headers from the segment's start).
+    fn cursor_at(&mut self, first: u64) -> Result<&mut Cursor, StorageError> {
+        let reuse = self
+            .cursor
+            .as_ref()
+            .is_some_and(|c| c.next_index() == first);
+        if !reuse {
+            self.cursor = Some(self.reader.cursor(first)?);
+        }
+        Ok(self.cursor.as_mut().expect("cursor set above"))
     }
 }
 
@@ -93,6 +115,10 @@ impl SharedKv {
 impl StateMachine for SharedKv {
     fn apply(&mut self, role: ApplyRole, index: u64, term: u64, payload: &[u8]) -> ApplyResult {
         self.lock().apply(role, index, term, payload)
+    }
+
+    fn prefetch(&self, payload: &[u8]) {
+        self.lock().prefetch(payload);
     }
 
     fn state_hash(&self) -> u64 {
