@@ -17,15 +17,14 @@
 //!
 //! After each pair the ratio of the two means from this run is printed.
 
-use std::cell::Cell;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use benches::{short_config, Mean};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use net::wire::{self, ArchivedRaftBody, Body, RaftBody, RaftMessage};
 use net::{Dest, Event, Idle, Message, PeerConfig, Role, SendError, Transport, TransportConfig};
@@ -36,25 +35,9 @@ const SPIN: Duration = Duration::MAX;
 const SPIN_THEN_WAIT: Duration = Duration::from_micros(50);
 const WAIT: Duration = Duration::ZERO;
 
-/// Mean time per iteration accumulated over every criterion sample of one function.
-#[derive(Clone, Default)]
-struct Mean(Rc<Cell<(u64, Duration)>>);
-
-impl Mean {
-    fn add(&self, iters: u64, d: Duration) -> Duration {
-        let (i, t) = self.0.get();
-        self.0.set((i + iters, t + d));
-        d
-    }
-    fn per_iter_ns(&self) -> f64 {
-        let (i, t) = self.0.get();
-        t.as_nanos() as f64 / i.max(1) as f64
-    }
-}
-
 fn report(what: &str, ours: &Mean, base: &Mean, base_name: &str, unit: &str, scale: f64) {
     let (o, b) = (ours.per_iter_ns(), base.per_iter_ns());
-    if ours.0.get().0 == 0 || base.0.get().0 == 0 {
+    if ours.is_empty() || base.is_empty() {
         return; // filtered out
     }
     println!(
@@ -624,7 +607,7 @@ fn bench_pingpong(c: &mut Criterion) {
     drop(s);
     remote.stop();
     g.finish();
-    if ours.0.get().0 == 0 || base.0.get().0 == 0 {
+    if ours.is_empty() || base.is_empty() {
         return; // filtered out
     }
     let (on, bn) = (ours.per_iter_ns(), base.per_iter_ns());
@@ -641,16 +624,9 @@ fn bench_pingpong(c: &mut Criterion) {
     );
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3))
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = short_config(Duration::from_secs(3));
     targets = bench_codec, bench_bulk, bench_stream, bench_pingpong
 }
 criterion_main!(benches);
