@@ -216,6 +216,17 @@ fn ring_sizes_must_be_powers_of_two() {
 }
 
 #[test]
+fn zero_provided_buffers_turns_the_buffer_ring_off() {
+    let local = local_with("provided_buffers = 64", "provided_buffers = 0").unwrap();
+    let ring = |node| engine::node::transport_config(&local.node(node).unwrap()).ring;
+    assert!(!ring(1).provided_buffers);
+    assert!(ring(2).provided_buffers);
+    let errors = local_with("provided_buffers = 64", "provided_buffers = 48").unwrap_err();
+    let error = errors.find("hosts[0].io_uring.provided_buffers").unwrap();
+    assert!(matches!(error.reason, Reason::NotPowerOfTwo(48)));
+}
+
+#[test]
 fn host_for_an_unknown_node_is_rejected() {
     let error = baremetal_host_with("node_id = 1", "node_id = 9", &eight_cores()).unwrap_err();
     let error = error.find("host.node_id").unwrap();

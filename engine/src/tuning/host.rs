@@ -117,7 +117,9 @@ pub struct IoUring {
     pub sqpoll_cpu: Option<usize>,
     /// Fixed-file table size: peer and client sockets plus log segments.
     pub registered_files: u32,
-    /// Buffers in the provided-buffer ring for receives.
+    /// Buffers in the provided-buffer ring that multishot receives read into (a power of
+    /// two); 0 turns the ring off: each connection then receives into its own buffer, one
+    /// receive SQE per read.
     pub provided_buffers: u32,
     pub provided_buffer_bytes: u32,
     /// Sends of at least this many bytes use zero-copy (SEND_ZC); absent: never.
@@ -248,11 +250,13 @@ impl HostConfig {
             1,
             key("io_uring.registered_files"),
         );
-        problems.ring_size(
-            u64::from(io.provided_buffers),
-            PROVIDED_BUFFERS_MAX,
-            &key("io_uring.provided_buffers"),
-        );
+        if io.provided_buffers > 0 {
+            problems.ring_size(
+                u64::from(io.provided_buffers),
+                PROVIDED_BUFFERS_MAX,
+                &key("io_uring.provided_buffers"),
+            );
+        }
         let buffer = u64::from(io.provided_buffer_bytes);
         problems.at_least(buffer, 256, key("io_uring.provided_buffer_bytes"));
         problems.at_most(buffer, 16 << 20, key("io_uring.provided_buffer_bytes"));
