@@ -338,7 +338,7 @@ pub fn run(
                 .cluster
                 .members
                 .iter()
-                .map(|m| (m.node_id, m.client_addr))
+                .map(|m| (m.node_id, m.client_addr.to_string()))
                 .collect(),
         };
         let placement = tuning

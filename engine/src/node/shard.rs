@@ -62,8 +62,9 @@ pub struct ShardSettings {
     pub frame_records_bytes_max: usize,
     /// How long a graceful stop waits for followers to catch up.
     pub drain_timeout: Duration,
-    /// Every member's client address, for redirects to the leader.
-    pub client_addrs: Vec<(u64, std::net::SocketAddr)>,
+    /// Every member's client address as replies carry it (formatted once here, not for
+    /// every reply), for redirects to the leader.
+    pub client_addrs: Vec<(u64, String)>,
     /// Committed entries a live replica may have left to apply before the leader holds
     /// new writes (`replication.apply_lag_entries_max`).
     pub apply_lag_max: u64,
@@ -709,7 +710,7 @@ impl State {
             .client_addrs
             .iter()
             .find(|(node, _)| *node == leader)
-            .map(|(_, addr)| addr.to_string())
+            .map(|(_, addr)| addr.clone())
     }
 
     fn reply(&mut self, conn: ConnId, request_id: u64, status: ClientStatus, index: u64) {
