@@ -209,17 +209,12 @@ fn lock_port(dir: &Path, port: u16) -> std::io::Result<Option<PortLock>> {
     }
 }
 
-/// A start position that differs between processes and calls.
+/// A start position that differs between processes and calls: std's `RandomState` is
+/// keyed from the OS's entropy per thread and changes with every `new`.
 fn random_index(len: usize) -> usize {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    (h.finish() % len.max(1) as u64) as usize
+    use std::hash::BuildHasher;
+    let random = std::collections::hash_map::RandomState::new().hash_one(());
+    (random % len.max(1) as u64) as usize
 }
 
 impl Cluster {
