@@ -224,12 +224,72 @@ pub struct KvStore {
     /// Hashed, not ordered: nothing iterates it in order (the state hash is a sum), and a
     /// lookup is one hash and one compare where a B-tree of 10^5 keys compares ~17 times.
     /// The hasher is seeded per store, so client-chosen keys cannot force collisions.
-    map: HashMap<Vec<u8>, Stored, RandomState>,
+    /// Keys of up to [`KEY_INLINE_MAX`] bytes sit in the table's slot itself, so a lookup
+    /// compares them without a dependent cache miss on a separate key allocation.
+    map: HashMap<Key, Stored, RandomState>,
     hash: u64,
     applied_index: u64,
     applied_term: u64,
     rejected: u64,
 }
+
+/// Longest key kept inline in its hash-table slot (a slot is then 64 bytes: key 32,
+/// value 24, pair hash 8); longer keys get their own allocation.
+pub const KEY_INLINE_MAX: usize = 30;
+
+/// A stored key: inline when short, else boxed. Hashes, compares and borrows as the
+/// `[u8]` it holds, so the table is looked up with a plain byte slice.
+#[derive(Debug, Clone)]
+enum Key {
+    Inline {
+        len: u8,
+        bytes: [u8; KEY_INLINE_MAX],
+    },
+    Boxed(Box<[u8]>),
+}
+
+impl Key {
+    fn new(key: &[u8]) -> Self {
+        if key.len() <= KEY_INLINE_MAX {
+            let mut bytes = [0u8; KEY_INLINE_MAX];
+            bytes[..key.len()].copy_from_slice(key);
+            Key::Inline {
+                len: key.len() as u8,
+                bytes,
+            }
+        } else {
+            Key::Boxed(key.into())
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Key::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Key::Boxed(bytes) => bytes,
+        }
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for Key {
+    fn borrow(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As the slice does: `Borrow` requires equal hashes for equal borrowed forms.
+        self.as_slice().hash(state)
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Key {}
 
 /// A value and the hash of its pair.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -274,7 +334,7 @@ impl KvStore {
     /// the incremental update has a bug (checked by tests).
     pub fn recompute_hash(&self) -> u64 {
         self.map.iter().fold(0u64, |sum, (key, stored)| {
-            sum.wrapping_add(pair_hash(key, &stored.value))
+            sum.wrapping_add(pair_hash(key.as_slice(), &stored.value))
         })
     }
 
@@ -294,7 +354,7 @@ impl KvStore {
                     return Some(());
                 }
                 let value = value.to_vec();
-                self.map.insert(key.to_vec(), Stored { value, pair_hash });
+                self.map.insert(Key::new(key), Stored { value, pair_hash });
                 Some(())
             }
             Command::Delete { key } => {
