@@ -334,7 +334,7 @@ pub fn open_loop(
 /// wake-up in a back-to-back exchange, so the paced figure is the like-for-like baseline
 /// of a probe at that rate.
 pub fn loopback_rtt(rounds: usize, pace: Option<Duration>) -> std::io::Result<Duration> {
-    Ok(median(loopback_rtt_samples(rounds, pace)?))
+    Ok(median(ping_pong(rounds, pace)?.samples))
 }
 
 /// The median of `samples` (the upper one of an even count).
@@ -346,23 +346,62 @@ pub fn median(mut samples: Vec<Duration>) -> Duration {
     samples[samples.len() / 2]
 }
 
-/// Every round trip of [`loopback_rtt`], in the order measured (at least one).
-pub fn loopback_rtt_samples(
-    rounds: usize,
-    pace: Option<Duration>,
-) -> std::io::Result<Vec<Duration>> {
+/// Both ends of the ping-pong note their CPU after every this many rounds, outside the
+/// timed part of the client's round.
+pub const CPU_CHECK_EVERY: usize = 50;
+
+/// A raw socket ping-pong: its round trips, and where its two ends ran. Both ends wait in
+/// blocking reads, which the kernel wakes with its sync hint, so the scheduler may put
+/// them on one CPU: on a VM a round trip is then several times shorter than across two
+/// vCPUs (no idle vCPU to wake), which changes what the baseline measures.
+#[derive(Debug, Clone, Default)]
+pub struct PingPong {
+    /// Every round trip, in the order measured (at least one).
+    pub samples: Vec<Duration>,
+    /// Checks at which both ends were on the same CPU.
+    pub same_cpu_checks: u32,
+    /// Checks where both ends could tell their CPU.
+    pub cpu_checks: u32,
+}
+
+impl PingPong {
+    /// Adds another slice's round trips and checks.
+    pub fn extend(&mut self, other: PingPong) {
+        self.samples.extend(other.samples);
+        self.same_cpu_checks += other.same_cpu_checks;
+        self.cpu_checks += other.cpu_checks;
+    }
+}
+
+/// The CPU the calling thread runs on (`sched_getcpu`), or `None` where the kernel cannot
+/// tell.
+pub fn current_cpu() -> Option<u32> {
+    nix::sched::sched_getcpu()
+        .ok()
+        .and_then(|cpu| u32::try_from(cpu).ok())
+}
+
+/// `rounds` round trips of a 64-byte message over a fresh loopback TCP connection with an
+/// echo thread, each sent `pace` after the previous one's start (or back to back).
+pub fn ping_pong(rounds: usize, pace: Option<Duration>) -> std::io::Result<PingPong> {
     let rounds = rounds.max(1);
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
-    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+    let echo = std::thread::spawn(move || -> std::io::Result<Vec<Option<u32>>> {
         let (mut s, _) = listener.accept()?;
         s.set_nodelay(true)?;
         let mut buf = [0u8; 64];
+        let mut cpus = Vec::new();
+        let mut round = 0usize;
         loop {
             match s.read_exact(&mut buf) {
                 Ok(()) => s.write_all(&buf)?,
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(cpus),
                 Err(e) => return Err(e),
+            }
+            round += 1;
+            if round % CPU_CHECK_EVERY == 0 {
+                cpus.push(current_cpu());
             }
         }
     });
@@ -370,8 +409,9 @@ pub fn loopback_rtt_samples(
     s.set_nodelay(true)?;
     let mut buf = [7u8; 64];
     let mut samples = Vec::with_capacity(rounds);
+    let mut cpus = Vec::new();
     let mut next = Instant::now();
-    for _ in 0..rounds {
+    for round in 1..=rounds {
         if let Some(pace) = pace {
             next += pace;
             std::thread::sleep(next.saturating_duration_since(Instant::now()));
@@ -380,8 +420,21 @@ pub fn loopback_rtt_samples(
         s.write_all(&buf)?;
         s.read_exact(&mut buf)?;
         samples.push(t.elapsed());
+        if round % CPU_CHECK_EVERY == 0 {
+            cpus.push(current_cpu());
+        }
     }
     drop(s);
-    echo.join().expect("echo thread panicked")?;
-    Ok(samples)
+    let echo_cpus = echo.join().expect("echo thread panicked")?;
+    let mut out = PingPong {
+        samples,
+        ..PingPong::default()
+    };
+    for (ours, theirs) in cpus.iter().zip(&echo_cpus) {
+        if let (Some(a), Some(b)) = (ours, theirs) {
+            out.cpu_checks += 1;
+            out.same_cpu_checks += u32::from(a == b);
+        }
+    }
+    Ok(out)
 }

@@ -183,6 +183,11 @@ struct ShardCheck {
 struct RunReport {
     run: usize,
     loopback_rtt_us: f64,
+    /// Checks (every `load::CPU_CHECK_EVERY` rounds of the ping-pong) at which its two
+    /// ends were on one CPU, where a round trip is much shorter on a VM.
+    loopback_same_cpu_checks: u32,
+    /// Checks made.
+    loopback_cpu_checks: u32,
     /// The same ping-pong paced at the probe's rate (see `load::loopback_rtt`).
     loopback_rtt_paced_us: Option<f64>,
     sweep: Vec<SweepPoint>,
@@ -516,15 +521,13 @@ fn one_run(
     // The raw socket ping-pong and one client doing the same with the cluster (one 1-entry
     // request at a time, each sent as soon as the previous one is answered), in alternating
     // slices, so that both see the VM in the same state.
-    let (rtt, one_client) = if args.one_client_seconds > 0.0 {
+    let (ping_pong, one_client) = if args.one_client_seconds > 0.0 {
         let slice = Duration::from_secs_f64(args.one_client_seconds / ONE_CLIENT_SLICES as f64);
-        let mut rtts = Vec::new();
+        let mut ping_pong = load::PingPong::default();
         let mut hist = load::histogram();
         for s in 0..ONE_CLIENT_SLICES {
-            rtts.extend(
-                load::loopback_rtt_samples(500, None)
-                    .map_err(|e| format!("loopback baseline: {e}"))?,
-            );
+            ping_pong
+                .extend(load::ping_pong(500, None).map_err(|e| format!("loopback baseline: {e}"))?);
             let cfg = ClosedLoop {
                 clients: 1,
                 window: 1,
@@ -536,11 +539,14 @@ fn one_run(
             let r = load::closed_loop(|c| connect(offset + c), cfg).map_err(|e| e.to_string())?;
             hist.add(&r.latency_us).expect("same bounds");
         }
-        (load::median(rtts), Some(Latency::of(&hist)))
+        (ping_pong, Some(Latency::of(&hist)))
     } else {
-        let rtt = load::loopback_rtt(2000, None).map_err(|e| format!("loopback baseline: {e}"))?;
-        (rtt, None)
+        let ping_pong =
+            load::ping_pong(2000, None).map_err(|e| format!("loopback baseline: {e}"))?;
+        (ping_pong, None)
     };
+    let ping_pong_cpus = (ping_pong.same_cpu_checks, ping_pong.cpu_checks);
+    let rtt = load::median(ping_pong.samples);
 
     // Convergence: in every shard, every node's applied index and state hash equal the
     // leader's.
@@ -584,6 +590,8 @@ fn one_run(
     Ok(RunReport {
         run,
         loopback_rtt_us: rtt_us,
+        loopback_same_cpu_checks: ping_pong_cpus.0,
+        loopback_cpu_checks: ping_pong_cpus.1,
         loopback_rtt_paced_us: paced_rtt_us,
         probe_p50_over_paced_rtt: probe
             .as_ref()
@@ -699,6 +707,17 @@ fn print_run(r: &RunReport) {
             p.percentiles(),
             p.count,
             r.loopback_rtt_us,
+        );
+        let _ = writeln!(
+            out,
+            "  (the ping-pong's two ends were on one CPU at {} of {} checks{})",
+            r.loopback_same_cpu_checks,
+            r.loopback_cpu_checks,
+            if r.loopback_same_cpu_checks * 2 > r.loopback_cpu_checks {
+                ": its round trip then skips waking an idle vCPU, which every hop of a request pays"
+            } else {
+                ""
+            }
         );
     }
     for c in &r.shards {

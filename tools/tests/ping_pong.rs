@@ -1,0 +1,32 @@
+//! raftbench's loopback baseline: the ping-pong reports where its two ends ran, because on
+//! a VM a round trip between two threads on one vCPU is several times shorter than across
+//! two, and the ratio printed against it means something else then.
+
+use nix::sched::{sched_setaffinity, CpuSet};
+use nix::unistd::Pid;
+use tools::load::{ping_pong, CPU_CHECK_EVERY};
+
+#[test]
+fn ends_pinned_to_one_cpu_are_reported_on_one_cpu() {
+    // The echo thread inherits the affinity of the thread that spawns it.
+    let mut one = CpuSet::new();
+    one.set(0).unwrap();
+    sched_setaffinity(Pid::from_raw(0), &one).unwrap();
+    let rounds = 4 * CPU_CHECK_EVERY;
+    let p = ping_pong(rounds, None).unwrap();
+    assert_eq!(p.samples.len(), rounds);
+    assert_eq!(
+        p.cpu_checks, 4,
+        "every {CPU_CHECK_EVERY}th round is checked on both ends"
+    );
+    assert_eq!(p.same_cpu_checks, 4);
+}
+
+#[test]
+fn slices_add_up() {
+    let mut all = ping_pong(CPU_CHECK_EVERY, None).unwrap();
+    all.extend(ping_pong(2 * CPU_CHECK_EVERY + 1, None).unwrap());
+    assert_eq!(all.samples.len(), 3 * CPU_CHECK_EVERY + 1);
+    assert_eq!(all.cpu_checks, 3);
+    assert!(all.same_cpu_checks <= all.cpu_checks);
+}
