@@ -31,6 +31,13 @@ pub fn put_command(client: u64, seq: u64, payload_bytes: usize) -> Vec<u8> {
     .to_bytes()
 }
 
+/// Smallest `payload_bytes` for which every put the load makes is exactly that size: the
+/// put of its longest key (client number `u64::MAX`, the probe's, and the highest key
+/// number) with an empty value.
+pub fn payload_bytes_min() -> usize {
+    put_command(u64::MAX, KEYS_PER_CLIENT - 1, 0).len()
+}
+
 /// A latency histogram in microseconds, 1 µs to 60 s, 3 significant digits.
 pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")

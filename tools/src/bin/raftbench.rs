@@ -55,29 +55,29 @@ enum Fsync {
 #[derive(Debug, Clone, clap::Args)]
 struct LoadArgs {
     /// Seconds of closed-loop load per run.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 10.0, value_parser = seconds_above_zero, allow_negative_numbers = true)]
     seconds: f64,
     /// Client connections (comma-separated for a sweep, e.g. 1,2,4).
-    #[arg(long, value_delimiter = ',', default_value = "4")]
+    #[arg(long, value_delimiter = ',', default_value = "4", value_parser = at_least_one)]
     clients: Vec<usize>,
     /// Requests in flight per client.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = at_least_one)]
     window: usize,
     /// Entries per request.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = at_least_one)]
     batch: usize,
-    /// Bytes per entry.
+    /// Bytes per entry (at least the size of the load's longest put with an empty value).
     #[arg(long, default_value_t = 256)]
     payload: usize,
     /// Open-loop probe rate in requests (of one entry) per second.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=PROBE_RATE_MAX))]
     probe_rate: u64,
     /// Seconds of open-loop probing per run (0 skips it).
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = 3.0, value_parser = seconds_or_zero, allow_negative_numbers = true)]
     probe_seconds: f64,
     /// Seconds per run of one client sending one 1-entry request at a time, timed against
     /// a raw socket ping-pong measured in alternating slices with it (0 skips it).
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 2.0, value_parser = seconds_or_zero, allow_negative_numbers = true)]
     one_client_seconds: f64,
     /// Print one JSON object instead of text.
     #[arg(long)]
@@ -95,7 +95,7 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = Fsync::File)]
         fsync: Fsync,
         /// Independent runs, each on a fresh cluster.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = at_least_one)]
         runs: usize,
         #[command(flatten)]
         load: LoadArgs,
@@ -109,6 +109,73 @@ enum Cmd {
     },
     /// Run one node (what the raftd binary does); `local` starts its nodes this way.
     Raftd(tools::raftd::Args),
+}
+
+/// Longest phase a flag may ask for: a day.
+const SECONDS_MAX: f64 = 86_400.0;
+
+/// Fastest open-loop probe: one request a microsecond.
+const PROBE_RATE_MAX: u64 = 1_000_000;
+
+/// A count of at least 1 (`--runs`, `--clients`, `--window`, `--batch`).
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a whole number: {e}")),
+    }
+}
+
+fn seconds(text: &str, zero_ok: bool) -> Result<f64, String> {
+    let v: f64 = text
+        .parse()
+        .map_err(|e| format!("not a number of seconds: {e}"))?;
+    let low = if zero_ok { "0 or more" } else { "above 0" };
+    if !v.is_finite() || v < 0.0 || (v == 0.0 && !zero_ok) || v > SECONDS_MAX {
+        return Err(format!("must be {low} and at most {SECONDS_MAX} seconds"));
+    }
+    Ok(v)
+}
+
+/// A phase that must run (`--seconds`).
+fn seconds_above_zero(text: &str) -> Result<f64, String> {
+    seconds(text, false)
+}
+
+/// A phase that 0 skips (`--probe-seconds`, `--one-client-seconds`).
+fn seconds_or_zero(text: &str) -> Result<f64, String> {
+    seconds(text, true)
+}
+
+/// What the flags ask of a cluster with `cluster`'s limits, checked before any load: an
+/// entry must hold the load's longest put, and a request of `--batch` entries must fit one
+/// frame (a client cannot send a larger one, and would retry it forever).
+fn check_load(args: &LoadArgs, cluster: &tuning::ClusterConfig) -> Result<(), String> {
+    let min = load::payload_bytes_min();
+    if args.payload < min {
+        return Err(format!(
+            "--payload {}: a put of the load's longest key with an empty value takes {min} \
+             bytes; use --payload {min} or more",
+            args.payload
+        ));
+    }
+    let frame_max = cluster.replication.frame_bytes_max as usize;
+    let request = args.batch.saturating_mul(args.payload);
+    let fits = request <= frame_max && {
+        let submit = net::wire::ClientMessage::Submit {
+            request_id: u64::MAX,
+            payloads: vec![vec![0u8; args.payload]; args.batch],
+        };
+        net::wire::encode_frame(&mut Vec::new(), u32::MAX, &submit, &[], frame_max).is_ok()
+    };
+    if !fits {
+        return Err(format!(
+            "--batch {} x --payload {}: a request of {} entries of {} bytes does not fit the \
+             cluster's frame limit of {frame_max} bytes (replication.frame_bytes_max)",
+            args.batch, args.payload, args.batch, args.payload
+        ));
+    }
+    Ok(())
 }
 
 /// The one-client phase alternates with the ping-pong it is compared with, in this many
@@ -214,6 +281,14 @@ struct RunReport {
     clean_shutdown: Option<bool>,
 }
 
+impl RunReport {
+    /// Whether the load got anything committed: without it the catch-up and convergence
+    /// checks hold trivially and prove nothing.
+    fn loaded(&self) -> bool {
+        self.entries_per_sec > 0.0
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct Summary {
     command: String,
@@ -278,10 +353,17 @@ fn local(
         Fsync::On => text = text.replace("fsync = false", "fsync = true"),
         Fsync::Off => text = text.replace("fsync = true", "fsync = false"),
     }
+    let parsed = tuning::LocalCluster::parse(
+        &tuning_path.map_or("tuning/local.toml".into(), |p| p.display().to_string()),
+        &text,
+        None,
+    )
+    .map_err(|e| e.to_string())?;
+    check_load(args, &parsed.cluster)?;
     let me = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
     let mut reports = Vec::new();
     let mut fsync_on = true;
-    for run in 1..=runs.max(1) {
+    for run in 1..=runs {
         let mut cluster = Cluster::start_with(&me, &["raftd"], &text).map_err(|e| e.to_string())?;
         fsync_on = cluster.tuning.cluster.durability.fsync;
         let c = cluster.tuning.cluster.clone();
@@ -307,9 +389,9 @@ fn local(
         }
         reports.push(report);
     }
-    let passed = reports
-        .iter()
-        .all(|r| r.converged && r.all_followers_caught_up && r.clean_shutdown != Some(false));
+    let passed = reports.iter().all(|r| {
+        r.loaded() && r.converged && r.all_followers_caught_up && r.clean_shutdown != Some(false)
+    });
     Ok(Summary {
         command: "local".into(),
         fsync: fsync_on,
@@ -324,6 +406,7 @@ fn local(
 fn remote(path: &Path, args: &LoadArgs) -> Result<Summary, String> {
     let set = tuning::validate_files_with(&[path], None).map_err(|e| e.to_string())?;
     let c = set.cluster;
+    check_load(args, &c)?;
     let members = client_members(&c);
     let base = u64::from(std::process::id()) << 16;
     let connect = |id: u64| Client::connect_cluster(&c, CLIENT_ID_BASE + base + id);
@@ -335,7 +418,7 @@ fn remote(path: &Path, args: &LoadArgs) -> Result<Summary, String> {
     if !args.json {
         print_run(&report);
     }
-    let passed = report.converged && report.all_followers_caught_up;
+    let passed = report.loaded() && report.converged && report.all_followers_caught_up;
     Ok(Summary {
         command: "run".into(),
         fsync: c.durability.fsync,
@@ -397,8 +480,8 @@ fn one_run(
     let before = counters(&all_statuses(admin, members, shards));
 
     // Closed-loop phases (one per client count), with the apply lag sampled meanwhile.
-    let total = Duration::from_secs_f64(args.seconds.max(0.1));
-    let per_point = total / args.clients.len().max(1) as u32;
+    let total = Duration::from_secs_f64(args.seconds);
+    let per_point = total / args.clients.len() as u32;
     let mut sweep = Vec::new();
     let mut merged = load::histogram();
     let (mut entries, mut elapsed) = (0u64, Duration::ZERO);
@@ -684,6 +767,12 @@ fn print_run(r: &RunReport) {
         "  throughput {:.0} entries/s ({:.1} MB/s), {:.1} entries per AppendEntries, follower apply lag max {} entries, writes held for appliers {}",
         r.entries_per_sec, r.mb_per_sec, r.entries_per_append, r.follower_apply_lag_max, r.writes_held
     );
+    if !r.loaded() {
+        let _ = writeln!(
+            out,
+            "  nothing was committed under load, so the checks below prove nothing: this run fails"
+        );
+    }
     if let Some(p) = &r.probe {
         let _ = writeln!(
             out,
