@@ -118,7 +118,7 @@ mod sync_ring;
 pub use error::{RecordError, StorageError};
 pub use hard_state::{HardState, HardStateFile, PendingHardState};
 pub use inspect::{inspect, InspectReport, SegmentSummary};
-pub use log::{EntryMeta, Log, LogConfig, PendingSync, Position};
+pub use log::{EntryMeta, Log, LogConfig, PendingSync, Position, SEGMENT_SUFFIX};
 pub use reader::{Cursor, LogReader};
 pub use record::{
     encode_record, encode_record_with, padded_len, record_len, Entry, RecordHeader, RecordIter,

@@ -33,7 +33,8 @@ use sync::{InflightSync, LazyRing};
 
 const META_FILE: &str = "log.meta";
 const LOCK_FILE: &str = "LOCK";
-pub(crate) const SEGMENT_SUFFIX: &str = ".seg";
+/// File name ending of a log segment (`NNNNNNNNNNNNNNNNNNNN.seg`, named by its first index).
+pub const SEGMENT_SUFFIX: &str = ".seg";
 const SPARE_SUFFIX: &str = ".spare";
 /// The next segment's file, zero-filled ahead of use by the preparer thread, and its
 /// name while being written.

@@ -31,7 +31,7 @@ struct Target {
     #[arg(long = "tuning", alias = "cluster", alias = "local")]
     tuning: PathBuf,
     /// How long to wait for answers, in milliseconds.
-    #[arg(long, default_value_t = 3000)]
+    #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     timeout_ms: u64,
     /// Which shard (Raft group) to address.
     #[arg(long, default_value_t = 0)]
@@ -98,9 +98,24 @@ fn load_cluster(path: &PathBuf) -> Result<ClusterConfig, String> {
     Ok(set.cluster)
 }
 
-fn connect(target: &Target) -> Result<(Client, Vec<u64>), String> {
+fn connect(target: &Target, to: Option<u64>) -> Result<(Client, Vec<u64>), String> {
     let cluster = load_cluster(&target.tuning)?;
-    let ids = cluster.members.iter().map(|m| m.node_id).collect();
+    let shards = cluster.shards.count;
+    if target.shard >= shards {
+        return Err(format!(
+            "--shard {}: {} has {shards} shard(s), numbered 0 to {}",
+            target.shard,
+            target.tuning.display(),
+            shards.saturating_sub(1)
+        ));
+    }
+    let ids: Vec<u64> = cluster.members.iter().map(|m| m.node_id).collect();
+    if let Some(to) = to.filter(|to| !ids.contains(to)) {
+        return Err(format!(
+            "--to {to}: not a member of {} (members: {ids:?})",
+            target.tuning.display()
+        ));
+    }
     // Client ids live above node ids: the transport tells connections apart by them.
     let client_id = u64::from(std::process::id()) | 1 << 40;
     let mut client = Client::connect_cluster(&cluster, client_id).map_err(|e| e.to_string())?;
@@ -112,7 +127,7 @@ fn connect(target: &Target) -> Result<(Client, Vec<u64>), String> {
 }
 
 fn status(target: &Target, json: bool) -> Result<(), String> {
-    let (mut client, ids) = connect(target)?;
+    let (mut client, ids) = connect(target, None)?;
     let timeout = Duration::from_millis(target.timeout_ms);
     if !json {
         println!(
@@ -164,10 +179,7 @@ fn status(target: &Target, json: bool) -> Result<(), String> {
 }
 
 fn transfer(target: &Target, to: u64) -> Result<(), String> {
-    let (mut client, ids) = connect(target)?;
-    if !ids.contains(&to) {
-        return Err(format!("node {to} is not a member"));
-    }
+    let (mut client, ids) = connect(target, Some(to))?;
     let timeout = Duration::from_millis(target.timeout_ms);
     let leader = ids
         .iter()
@@ -186,6 +198,30 @@ fn transfer(target: &Target, to: u64) -> Result<(), String> {
 
 fn inspect(dir: &PathBuf) -> Result<(), String> {
     let report = storage::inspect(dir).map_err(|e| e.to_string())?;
+    if report.segments.is_empty() {
+        // An open log always keeps its tail segment, so no segment means no log here.
+        let mut logs: Vec<String> = std::fs::read_dir(dir)
+            .map_err(|e| format!("read_dir {}: {e}", dir.display()))?
+            .filter_map(Result::ok)
+            .map(|e| e.path().join("log"))
+            .filter(|log| log.is_dir())
+            .map(|log| log.display().to_string())
+            .collect();
+        logs.sort();
+        if dir.join("log").is_dir() {
+            logs.insert(0, dir.join("log").display().to_string());
+        }
+        let hint = if logs.is_empty() {
+            String::new()
+        } else {
+            format!("; the logs under it are {}", logs.join(", "))
+        };
+        return Err(format!(
+            "{}: no log segment (*{}) here, so this is not a log directory{hint}",
+            dir.display(),
+            storage::SEGMENT_SUFFIX
+        ));
+    }
     println!("{report}");
     Ok(())
 }
