@@ -66,3 +66,46 @@ fn entries_too_small_or_requests_too_large_are_refused() {
     // Each entry fits, but 5000 of them do not fit one request's frame.
     refused(&["--batch", "5000"], &["--batch 5000", "frame_bytes_max"]);
 }
+
+/// `raftbench run` against a cluster file whose members are not running says so, naming the
+/// addresses, instead of loading nobody and blaming a missing leader.
+#[test]
+fn run_against_a_cluster_that_is_not_up_says_so() {
+    // Leased as the launcher leases ports for clusters, so no other test's cluster takes
+    // them meanwhile; nothing listens there.
+    let lease = tools::launcher::PortLease::take(6).unwrap();
+    let free = lease.ports();
+    let mut text = engine::tuning::LOCAL_TOML.to_owned();
+    for (i, old) in ["7101", "7201", "7102", "7202", "7103", "7203"]
+        .iter()
+        .enumerate()
+    {
+        text = text.replace(
+            &format!("127.0.0.1:{old}"),
+            &format!("127.0.0.1:{}", free[i]),
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("down.toml");
+    std::fs::write(&file, text).unwrap();
+    let started = Instant::now();
+    let out = Command::new(RAFTBENCH)
+        .args(["run", "--tuning"])
+        .arg(&file)
+        .args(["--seconds", "1"])
+        .output()
+        .expect("raftbench runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("none of the 3 members answered")
+            && stderr.contains(&format!("127.0.0.1:{}", free[1]))
+            && stderr.contains("is the cluster running?"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+}

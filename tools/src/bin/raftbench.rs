@@ -411,9 +411,18 @@ fn remote(path: &Path, args: &LoadArgs) -> Result<Summary, String> {
     let base = u64::from(std::process::id()) << 16;
     let connect = |id: u64| Client::connect_cluster(&c, CLIENT_ID_BASE + base + id);
     let mut admin = connect(999).map_err(|e| e.to_string())?;
-    admin
-        .wait_connected(Duration::from_secs(10))
-        .map_err(|e| e.to_string())?;
+    let wait = Duration::from_secs(10);
+    let up = admin.wait_connected(wait).map_err(|e| e.to_string())?;
+    if up == 0 {
+        let addrs: Vec<String> = members.iter().map(|m| m.addr.to_string()).collect();
+        return Err(format!(
+            "{}: none of the {} members answered at its client address ({}) within {wait:?}; \
+             is the cluster running?",
+            path.display(),
+            members.len(),
+            addrs.join(", ")
+        ));
+    }
     let report = one_run(1, &members, c.shards.count, &connect, &mut admin, args)?;
     if !args.json {
         print_run(&report);
