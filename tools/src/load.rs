@@ -58,6 +58,8 @@ pub struct ClosedLoop {
 #[derive(Debug, Clone)]
 pub struct PhaseResult {
     pub entries: u64,
+    /// Requests answered `Ok` (closed loop), or requests the schedule called for (open
+    /// loop: also those refused, unsent or unanswered, whose latency the histogram lacks).
     pub requests: u64,
     pub elapsed: Duration,
     /// Commit latency (until applied on the leader and answered), microseconds.
@@ -326,7 +328,8 @@ pub fn open_loop(
     progress.finish();
     Ok(PhaseResult {
         entries,
-        requests: entries,
+        // Every request the schedule called for, answered or not.
+        requests: seq,
         elapsed: start.elapsed(),
         latency_us: hist,
         retries,

@@ -469,3 +469,23 @@ fn two_shards_per_node_spread_their_leaders_and_both_converge() {
         assert_eq!(exit.reports.len(), 2, "one report per shard");
     }
 }
+
+/// The open-loop probe counts every request its schedule called for, so one that is never
+/// answered shows as missing from the percentiles instead of vanishing: against a frozen
+/// leader nothing is answered, and every scheduled request is counted.
+#[test]
+fn the_open_loop_probe_counts_requests_a_frozen_leader_never_answers() {
+    let (mut cluster, mut client, leader) = started(LOCAL_TOML, 7);
+    client.set_leader(Some(leader));
+    cluster.freeze(leader, true).expect("SIGSTOP");
+    let r = tools::load::open_loop(&mut client, 200, Duration::from_millis(500), 64);
+    cluster.freeze(leader, false).expect("SIGCONT");
+    let r = r.expect("probe");
+    assert_eq!(r.entries, 0, "a frozen leader answers nothing");
+    assert!(
+        (95..=101).contains(&r.requests),
+        "0.5 s at 200/s schedules 100 requests, counted {}",
+        r.requests
+    );
+    cluster.stop_all(STEP).expect("stop");
+}

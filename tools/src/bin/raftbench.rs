@@ -264,6 +264,9 @@ struct RunReport {
     probe: Option<Latency>,
     probe_p50_over_rtt: Option<f64>,
     probe_p50_over_paced_rtt: Option<f64>,
+    /// Probe requests refused (Busy, redirect), not sent (queue full) or unanswered: the
+    /// percentiles lack their latency.
+    probe_unanswered: u64,
     /// One client, one 1-entry request in flight, closed loop.
     one_client: Option<Latency>,
     one_client_p50_over_rtt: Option<f64>,
@@ -592,6 +595,7 @@ fn one_run(
     let leader = checks[0].leader;
 
     // Open-loop latency probe with a single client.
+    let mut probe_unanswered = 0;
     let probe = if args.probe_seconds > 0.0 {
         let mut client = connect((run * 100 + 99) as u64).map_err(|e| e.to_string())?;
         client
@@ -605,6 +609,7 @@ fn one_run(
             args.payload,
         )
         .map_err(|e| e.to_string())?;
+        probe_unanswered = r.requests.saturating_sub(r.entries);
         Some(Latency::of(&r.latency_us))
     } else {
         None
@@ -694,6 +699,7 @@ fn one_run(
         mb_per_sec: eps * args.payload as f64 / 1e6,
         commit_latency: Latency::of(&merged),
         probe_p50_over_rtt: probe.as_ref().map(|p| p.p50_us as f64 / rtt_us.max(1e-3)),
+        probe_unanswered,
         probe,
         one_client_p50_over_rtt: one_client
             .as_ref()
@@ -795,6 +801,13 @@ fn print_run(r: &RunReport) {
             let _ = writeln!(
                 out,
                 "  (the same ping-pong paced at the probe's rate: RTT {paced:.1} µs, p50 = {ratio:.1}x that; an idle vCPU is slow to wake)"
+            );
+        }
+        if r.probe_unanswered > 0 {
+            let _ = writeln!(
+                out,
+                "  {} of the probe's requests were refused (Busy, redirect), not sent (queue full) or not answered: the percentiles above lack them",
+                r.probe_unanswered
             );
         }
     }
