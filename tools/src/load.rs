@@ -38,6 +38,14 @@ pub fn payload_bytes_min() -> usize {
     put_command(u64::MAX, KEYS_PER_CLIENT - 1, 0).len()
 }
 
+/// `d` in whole microseconds, rounded to the nearest (truncating would read every latency
+/// half a microsecond short on average, against a ping-pong baseline kept in nanoseconds),
+/// and at least 1, the histogram's lowest value.
+pub fn micros(d: Duration) -> u64 {
+    let us = (d.as_nanos() + 500) / 1000;
+    u64::try_from(us).unwrap_or(u64::MAX).max(1)
+}
+
 /// A latency histogram in microseconds, 1 µs to 60 s, 3 significant digits.
 pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
@@ -190,8 +198,7 @@ pub fn closed_loop(
                         };
                         match status {
                             ClientStatus::Ok => {
-                                let us = sent.elapsed().as_micros() as u64;
-                                hist.saturating_record(us.max(1));
+                                hist.saturating_record(micros(sent.elapsed()));
                                 entries.fetch_add(batch.end - batch.start, Ordering::Relaxed);
                                 requests += 1;
                             }
@@ -281,7 +288,7 @@ pub fn open_loop(
     let mut retries = 0;
     let mut progress = Progress::new("latency", duration);
     let record = |hist: &mut Histogram<u64>, intended: Instant| {
-        hist.saturating_record((intended.elapsed().as_micros() as u64).max(1));
+        hist.saturating_record(micros(intended.elapsed()));
     };
     while start.elapsed() < duration || !inflight.is_empty() {
         let now = Instant::now();

@@ -1,6 +1,7 @@
-//! raftbench's loopback baseline: the ping-pong reports where its two ends ran, because on
-//! a VM a round trip between two threads on one vCPU is several times shorter than across
-//! two, and the ratio printed against it means something else then.
+//! How raftbench measures against its loopback baseline: the ping-pong reports where its
+//! two ends ran, because on a VM a round trip between two threads on one vCPU is several
+//! times shorter than across two, and the ratio printed against it means something else
+//! then; and latencies are rounded, not truncated, to the microseconds they are kept in.
 
 use nix::sched::{sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
@@ -29,4 +30,15 @@ fn slices_add_up() {
     assert_eq!(all.samples.len(), 3 * CPU_CHECK_EVERY + 1);
     assert_eq!(all.cpu_checks, 3);
     assert!(all.same_cpu_checks <= all.cpu_checks);
+}
+
+#[test]
+fn latencies_round_to_the_nearest_microsecond() {
+    use std::time::Duration;
+    use tools::load::micros;
+    assert_eq!(micros(Duration::from_nanos(49_499)), 49);
+    assert_eq!(micros(Duration::from_nanos(49_500)), 50);
+    assert_eq!(micros(Duration::from_nanos(49_999)), 50);
+    assert_eq!(micros(Duration::ZERO), 1, "the histogram's lowest value");
+    assert_eq!(micros(Duration::MAX), u64::MAX);
 }
