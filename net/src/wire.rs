@@ -234,7 +234,7 @@ pub enum ClientMessage {
         status: ClientStatus,
         /// Leader node id when known.
         leader_hint: Option<u64>,
-        /// The leader's client address when known (`NotLeader`: where to retry).
+        /// In a `NotLeader` reply, the leader's client address when known: where to retry.
         leader_addr: Option<String>,
         /// Log index of the last command of the batch when `Ok`.
         index: u64,
@@ -254,7 +254,7 @@ pub enum ClientMessage {
         status: ClientStatus,
         /// Leader node id when known.
         leader_hint: Option<u64>,
-        /// The leader's client address when known (`NotLeader`: where to retry).
+        /// In a `NotLeader` reply, the leader's client address when known: where to retry.
         leader_addr: Option<String>,
         /// Value when present.
         value: Option<Vec<u8>>,

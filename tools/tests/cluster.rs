@@ -36,6 +36,22 @@ fn tuning_with(replace: &[(&str, &str)]) -> String {
     text
 }
 
+/// The reply to request `id`, waited for at most `STEP`.
+fn answer_to(client: &mut engine::client::Client, id: u64) -> Reply {
+    let deadline = Instant::now() + STEP;
+    let mut answer = None;
+    while answer.is_none() && Instant::now() < deadline {
+        client
+            .poll(Duration::from_millis(10), |r| {
+                if r.request_id() == id {
+                    answer = Some(r);
+                }
+            })
+            .expect("poll");
+    }
+    answer.unwrap_or_else(|| panic!("no answer to request {id} within {STEP:?}"))
+}
+
 /// Starts a cluster from `text` and returns it, a connected client (`client_id`) and the
 /// first leader.
 fn started(text: &str, client_id: u64) -> (Cluster, engine::client::Client, u64) {
@@ -140,18 +156,7 @@ fn three_nodes_elect_replicate_survive_a_follower_restart_and_converge() {
     client.set_leader(Some(follower));
     let id = client.send_submit(vec![put(0)]).expect("send to follower");
     let leader_addr = cluster.tuning.cluster.members[0].client_addr.to_string();
-    let deadline = Instant::now() + STEP;
-    let mut redirect = None;
-    while redirect.is_none() && Instant::now() < deadline {
-        client
-            .poll(Duration::from_millis(10), |r| {
-                if r.request_id() == id {
-                    redirect = Some(r);
-                }
-            })
-            .expect("poll");
-    }
-    match redirect.expect("the follower answered") {
+    match answer_to(&mut client, id) {
         Reply::Reply {
             status,
             leader_hint,
@@ -165,6 +170,19 @@ fn three_nodes_elect_replicate_survive_a_follower_restart_and_converge() {
         other => panic!("unexpected reply {other:?}"),
     }
     client.set_leader(Some(leader));
+    // The leader's own answer names no address: the client already talks to it.
+    let id = client.send_submit(vec![put(0)]).expect("send to leader");
+    match answer_to(&mut client, id) {
+        Reply::Reply {
+            status,
+            leader_addr,
+            ..
+        } => {
+            assert_eq!(status, ClientStatus::Ok);
+            assert_eq!(leader_addr, None);
+        }
+        other => panic!("unexpected reply {other:?}"),
+    }
 
     let mut last = 0;
     for i in 0..200 {

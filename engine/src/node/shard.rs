@@ -703,8 +703,13 @@ impl State {
         )
     }
 
-    /// The known leader's client address, for redirects.
-    fn leader_addr(&self) -> Option<String> {
+    /// The known leader's client address, for a `NotLeader` reply only: where to retry. A
+    /// reply with any other status comes from the node the client should keep using, so
+    /// it carries none (and no per-reply copy of the address).
+    fn leader_addr(&self, status: ClientStatus) -> Option<String> {
+        if status != ClientStatus::NotLeader {
+            return None;
+        }
         let leader = self.replica.leader()?;
         self.settings
             .client_addrs
@@ -720,7 +725,7 @@ impl State {
                 request_id,
                 status,
                 leader_hint: self.replica.leader(),
-                leader_addr: self.leader_addr(),
+                leader_addr: self.leader_addr(status),
                 index,
             },
         ));
@@ -881,7 +886,7 @@ impl State {
                 request_id,
                 status,
                 leader_hint: self.replica.leader(),
-                leader_addr: self.leader_addr(),
+                leader_addr: self.leader_addr(status),
                 value,
             },
         ));
