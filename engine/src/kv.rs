@@ -387,8 +387,9 @@ impl StateMachine for KvStore {
         }
     }
 
-    /// Looks the command's key up: the hash table's control bytes, its bucket and the
-    /// stored key come into cache for the `apply` that follows.
+    /// Looks the command's key up: the hash table's control bytes and the key's slot (with
+    /// the key itself when inline, else its boxed copy too) come into cache for the `apply`
+    /// that follows.
     fn prefetch(&self, payload: &[u8]) {
         if let Ok(Command::Put { key, .. } | Command::Delete { key }) = Command::decode(payload) {
             std::hint::black_box(self.map.get(key).map(|stored| stored.pair_hash));

@@ -392,7 +392,7 @@ impl PingPong {
 
 /// The CPU the calling thread runs on (`sched_getcpu`), or `None` where the kernel cannot
 /// tell.
-pub fn current_cpu() -> Option<u32> {
+fn current_cpu() -> Option<u32> {
     nix::sched::sched_getcpu()
         .ok()
         .and_then(|cpu| u32::try_from(cpu).ok())
