@@ -31,6 +31,7 @@ use engine::tuning::{self, LOCAL_TOML};
 use hdrhistogram::Histogram;
 use net::PeerConfig;
 use serde::Serialize;
+use tools::cpu::{self, CpuTimes};
 use tools::launcher::{Cluster, CLIENT_ID_BASE};
 use tools::load::{self, ClosedLoop};
 
@@ -226,6 +227,30 @@ struct SweepPoint {
     retries: u64,
 }
 
+/// How much of this machine the closed-loop load used, from `/proc/stat`: every process
+/// counts, so on a machine running only the benchmark (as `local` does) this is the cost
+/// of the whole cluster and its clients.
+#[derive(Debug, Serialize)]
+struct LoadCpu {
+    busy_percent: f64,
+    /// CPU time the hypervisor gave to someone else while this VM had work.
+    steal_percent: f64,
+    /// Busy CPU time per committed entry: moves far less with a shared host's load than
+    /// entries/s does.
+    busy_us_per_entry: f64,
+}
+
+impl LoadCpu {
+    fn of(used: cpu::CpuUse, entries: u64) -> LoadCpu {
+        LoadCpu {
+            busy_percent: used.busy_fraction() * 100.0,
+            steal_percent: used.steal_fraction() * 100.0,
+            busy_us_per_entry: used.busy_time(cpu::clock_tick()).as_secs_f64() * 1e6
+                / entries.max(1) as f64,
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct FollowerCatchUp {
     node: u64,
@@ -271,6 +296,8 @@ struct RunReport {
     one_client: Option<Latency>,
     one_client_p50_over_rtt: Option<f64>,
     entries_per_append: f64,
+    /// This machine's CPUs over the closed-loop load (with `local`, the whole cluster's).
+    load_cpu: Option<LoadCpu>,
     follower_apply_lag_max: u64,
     /// Submits the leaders held for lagging appliers during the run.
     writes_held: u64,
@@ -493,6 +520,10 @@ fn one_run(
 
     // Closed-loop phases (one per client count), with the apply lag sampled meanwhile.
     let total = Duration::from_secs_f64(args.seconds);
+    // Unreadable counters (not Linux, /proc not mounted) leave the CPU line out, nothing else.
+    let cpu_before = CpuTimes::now()
+        .inspect_err(|e| eprintln!("raftbench: no CPU accounting for run {run}: {e}"))
+        .ok();
     let per_point = total / args.clients.len() as u32;
     let mut sweep = Vec::new();
     let mut merged = load::histogram();
@@ -527,6 +558,10 @@ fn one_run(
         entries += result.entries;
         elapsed += result.elapsed;
     }
+
+    let load_cpu = cpu_before
+        .zip(CpuTimes::now().ok())
+        .map(|(before, after)| LoadCpu::of(before.until(&after), entries));
 
     // The strict check: load has stopped; every follower of every shard applies all of
     // its leader's committed entries within CATCH_UP_LIMIT.
@@ -706,6 +741,7 @@ fn one_run(
             .map(|p| p.p50_us as f64 / rtt_us.max(1e-3)),
         one_client,
         entries_per_append: sent as f64 / msgs.max(1) as f64,
+        load_cpu,
         follower_apply_lag_max: lag_max,
         writes_held,
         all_followers_caught_up: checks.iter().all(|c| c.all_followers_caught_up),
@@ -782,6 +818,13 @@ fn print_run(r: &RunReport) {
         "  throughput {:.0} entries/s ({:.1} MB/s), {:.1} entries per AppendEntries, follower apply lag max {} entries, writes held for appliers {}",
         r.entries_per_sec, r.mb_per_sec, r.entries_per_append, r.follower_apply_lag_max, r.writes_held
     );
+    if let Some(c) = &r.load_cpu {
+        let _ = writeln!(
+            out,
+            "  CPU under load (all of this machine): {:.1}% busy, {:.1}% stolen by the hypervisor, {:.2} busy CPU-µs per committed entry",
+            c.busy_percent, c.steal_percent, c.busy_us_per_entry
+        );
+    }
     if !r.loaded() {
         let _ = writeln!(
             out,
