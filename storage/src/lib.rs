@@ -28,8 +28,7 @@
 //! index (20 digits), `log.meta` (first index and the term before it, a two-slot
 //! crash-atomic file) and `LOCK` (an exclusive `flock` held while the log or any reader
 //! mapping is alive). Each segment is preallocated with `fallocate` to
-//! [`LogConfig::segment_bytes`] (so writing through the mapping cannot `SIGBUS` on a full
-//! disk) and starts with a 32-byte segment header (magic `b"RSEG"`, version, flags, CRC,
+//! [`LogConfig::segment_bytes`] (so appends cannot fail on a full disk) and starts with a 32-byte segment header (magic `b"RSEG"`, version, flags, CRC,
 //! first index, capacity). Records follow back to back; the unused rest is zero.
 //! A new log's first segment is zero-filled (written, not just allocated) by
 //! [`Log::open`], and once the tail segment is half full a background thread prepares
@@ -37,9 +36,11 @@
 //! no spare): syncs of a segment whose blocks are written flush only data pages, while
 //! on a merely `fallocate`d one each sync also commits unwritten-extent conversions.
 //! A log whose owner never syncs ([`LogConfig::synced`] false, e.g. fsync off) has its
-//! next segment prepared differently: allocated and mapped, with every page table entry
-//! populated writable (`MADV_POPULATE_WRITE`) on the preparer thread, so its appends take
-//! no page faults.
+//! next segment only allocated and mapped, on the preparer thread.
+//!
+//! Appends write through the file (`pwrite`), not the mapping (which is read-only):
+//! readers see the same page-cache pages through the mapping, and a fresh page is
+//! allocated and filled in one pass instead of faulting in twice.
 //!
 //! Compaction keeps up to [`LogConfig::spare_segments_max`] dropped segment files as
 //! `*.spare`, still mapped, and later segments reuse them (a segment a reader or a

@@ -41,6 +41,9 @@ const SPARE_SUFFIX: &str = ".spare";
 const PREPARED_FILE: &str = "next-segment.prepared";
 const PREPARING_FILE: &str = "next-segment.prepared.tmp";
 const PAGE_BYTES: usize = 4096;
+/// Most bytes [`Log::append_entries`] stages before it writes them out: large batches
+/// go out in several writes rather than through one segment-sized buffer.
+const STAGE_BYTES: usize = 256 << 10;
 
 /// Log settings. Segment size may change between restarts; existing segments keep the
 /// size they were created with.
@@ -56,8 +59,8 @@ pub struct LogConfig {
     pub spare_segments_max: usize,
     /// Whether the owner makes appends durable with syncs (group commit). Decides how
     /// the next segment is prepared ahead of use: zero-filled and synced for a synced log
-    /// (its syncs then never convert unwritten extents), mapped with populated page
-    /// tables for one that is never synced (its appends then never fault).
+    /// (its syncs then never convert unwritten extents), only allocated for one that is
+    /// never synced.
     pub synced: bool,
 }
 
@@ -192,6 +195,10 @@ pub struct Log {
     /// A finished [`PREPARED_FILE`] (all of `config.segment_bytes`, all zeros), for the
     /// next roll that finds no spare: mapped if this process prepared it.
     prepared: Option<Spare>,
+    /// Where appends to a segment written through its file encode records before
+    /// writing them (reused; at most about `STAGE_BYTES` for batches, one record for
+    /// single appends).
+    stage: Vec<u8>,
 }
 
 /// A compacted segment file kept for reuse, still mapped when possible.
@@ -440,8 +447,14 @@ impl Log {
             Err((op, e)) => return Err(self.fail(StorageError::io(op, &path, e))),
         };
         assert_eq!(w.segment().capacity(), capacity);
-        SegmentHeader::new(first, capacity as u64, recycled)
-            .encode(w.write(0, SEGMENT_HEADER_BYTES));
+        let mut header = [0u8; SEGMENT_HEADER_BYTES];
+        SegmentHeader::new(first, capacity as u64, recycled).encode(&mut header);
+        if let Err(e) = w.write_at(0, &header) {
+            // A segment file without its header would stop the next open: remove it.
+            drop(w);
+            let _ = std::fs::remove_file(&path);
+            return Err(self.fail(StorageError::io("write", &path, e)));
+        }
         self.shared
             .segments
             .write()
@@ -500,8 +513,8 @@ impl Log {
         })
     }
 
-    /// Appends one entry whose `payload_len`-byte payload `fill` writes in place, in the
-    /// mapping (so a payload can be produced, e.g. received, directly into the log).
+    /// Appends one entry whose `payload_len`-byte payload `fill` writes in place (into the
+    /// record being encoded, so a payload can be produced without a copy of its own).
     pub fn append_entry_with(
         &mut self,
         term: u64,
@@ -514,7 +527,17 @@ impl Log {
         self.reserve(len)?;
         let seg = self.segs.last_mut().expect("tail segment");
         let at = seg.tail;
-        encode_record_with(seg.w.write(at, len), term, index, payload_len, fill);
+        if seg.w.through_map() {
+            encode_record_with(seg.w.map_buf(at, len), term, index, payload_len, fill);
+        } else {
+            self.stage.clear();
+            self.stage.resize(len, 0);
+            encode_record_with(&mut self.stage, term, index, payload_len, fill);
+            if let Err(e) = seg.w.write_at(at, &self.stage) {
+                let path = seg.w.segment().path().to_path_buf();
+                return Err(self.fail(StorageError::io("write", path, e)));
+            }
+        }
         seg.offsets
             .push(u32::try_from(at).expect("offset fits u32"));
         seg.tail = at + len;
@@ -524,9 +547,11 @@ impl Log {
         Ok(())
     }
 
-    /// Appends a batch of entries of one term starting at `first_index`, encoding each
-    /// straight into the mapping; returns the last index appended. Stops at the first
-    /// error (entries before it stay appended).
+    /// Appends a batch of entries of one term starting at `first_index`; returns the last
+    /// index appended. Records are encoded in place into a segment written through its
+    /// mapping, else into a staging buffer written out in pieces of up to 256 KiB (one
+    /// `pwrite` each, never across segments). Stops at the first error (entries before
+    /// it stay appended).
     pub fn append_entries<'p>(
         &mut self,
         term: u64,
@@ -535,38 +560,70 @@ impl Log {
     ) -> Result<u64, StorageError> {
         // Continuity, term and failure are checked once for the batch.
         self.check_append(term, first_index, 0)?;
+        let max = self.config.payload_bytes_max;
+        let too_large = |len: usize| StorageError::PayloadTooLarge { len, max };
+        let mut payloads = payloads.into_iter().peekable();
         let mut index = first_index;
-        let mut result = Ok(());
-        for payload in payloads {
-            if payload.len() > self.config.payload_bytes_max {
-                result = Err(StorageError::PayloadTooLarge {
-                    len: payload.len(),
-                    max: self.config.payload_bytes_max,
-                });
-                break;
+        let mut stage = std::mem::take(&mut self.stage);
+        let result = loop {
+            let Some(&next) = payloads.peek() else {
+                break Ok(());
+            };
+            if next.len() > max {
+                break Err(too_large(next.len()));
             }
-            let len = record_len(payload.len());
-            if let Err(e) = self.reserve(len) {
-                result = Err(e);
-                break;
+            if let Err(e) = self.reserve(record_len(next.len())) {
+                break Err(e);
             }
+            // A piece: the records that fit the tail segment's room and the stage.
             let seg = self.segs.last_mut().expect("tail segment");
-            let at = seg.tail;
-            encode_record_with(seg.w.write(at, len), term, index, payload.len(), |out| {
-                out.copy_from_slice(payload)
-            });
-            seg.offsets
-                .push(u32::try_from(at).expect("offset fits u32"));
-            seg.tail = at + len;
+            let base = seg.tail;
+            let room = seg.w.segment().capacity() - base;
+            let kept = seg.offsets.len();
+            let through_map = seg.w.through_map();
+            stage.clear();
+            let mut piece = 0;
+            while let Some(&payload) = payloads.peek() {
+                let len = record_len(payload.len());
+                let full = piece > 0 && piece + len > STAGE_BYTES;
+                if payload.len() > max || piece + len > room || full {
+                    break;
+                }
+                let out = if through_map {
+                    seg.w.map_buf(base + piece, len)
+                } else {
+                    stage.resize(piece + len, 0);
+                    &mut stage[piece..]
+                };
+                encode_record_with(out, term, index, payload.len(), |out| {
+                    out.copy_from_slice(payload)
+                });
+                seg.offsets
+                    .push(u32::try_from(base + piece).expect("offset fits u32"));
+                piece += len;
+                index += 1;
+                payloads.next();
+            }
+            if !through_map {
+                if let Err(e) = seg.w.write_at(base, &stage) {
+                    seg.offsets.truncate(kept);
+                    let path = seg.w.segment().path().to_path_buf();
+                    break Err(self.fail(StorageError::io("write", path, e)));
+                }
+            }
+            seg.tail = base + piece;
             seg.dirty = true;
-            assert_eq!(seg.last_index(), index);
-            if index == first_index && self.term_runs.last().map(|r| r.1) != Some(term) {
+            assert_eq!(seg.last_index(), index - 1);
+            if self.term_runs.last().map(|r| r.1) != Some(term) {
                 self.term_runs.push((first_index, term));
             }
-            // Kept current per record: rolling names the next segment after it.
-            self.last = Position { index, term };
-            index += 1;
-        }
+            // Kept current per piece: rolling names the next segment after it.
+            self.last = Position {
+                index: index - 1,
+                term,
+            };
+        };
+        self.stage = stage;
         result.map(|()| index - 1)
     }
 
@@ -601,6 +658,7 @@ impl Log {
             let room = seg.w.segment().capacity() - seg.tail;
             let start = off;
             let base = seg.tail;
+            let kept = seg.offsets.len();
             let mut terms: Vec<(u64, u64)> = Vec::new();
             while off < bytes.len() {
                 let h = RecordHeader::decode(&bytes[off..]);
@@ -618,9 +676,11 @@ impl Log {
                 off += len;
             }
             assert!(off > start, "reserve guarantees one record fits");
-            seg.w
-                .write(base, off - start)
-                .copy_from_slice(&bytes[start..off]);
+            if let Err(e) = seg.w.write_at(base, &bytes[start..off]) {
+                seg.offsets.truncate(kept);
+                let path = seg.w.segment().path().to_path_buf();
+                return Err(self.fail(StorageError::io("write", path, e)));
+            }
             seg.tail = base + off - start;
             seg.dirty = true;
             let seg_last = seg.last_index();

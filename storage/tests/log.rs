@@ -533,3 +533,73 @@ fn an_unsynced_log_prepares_mapped_segments_ahead_and_recovers() {
         );
     }
 }
+
+#[test]
+fn a_batch_is_written_in_pieces_across_stage_and_segment_limits() {
+    // 1 MiB segments and about 1.6 MB of records per batch: pieces end at the 256 KiB
+    // stage limit, at a segment's end, and at a too-large payload; into fresh segments
+    // (written through the file) and into a recycled one (through its mapping).
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes: 1 << 20,
+        ..config()
+    };
+    let mut log = Log::open(dir.path(), config).unwrap();
+    log.append_entry(1, 1, b"before").unwrap();
+    let body = |i: u64| vec![(i % 251) as u8; 900 + (i % 200) as usize];
+    let batch = |from: u64, to: u64| (from..=to).map(body).collect::<Vec<_>>();
+    let payloads = batch(2, 1601);
+    let last = log
+        .append_entries(2, 2, payloads.iter().map(Vec::as_slice))
+        .unwrap();
+    assert_eq!(last, 1601);
+    assert_eq!(files_with_extension(dir.path(), "seg"), 2);
+    // The batch stops at a payload above the limit; the ones before it stay appended.
+    let mut tail = batch(1602, 1700);
+    tail.push(vec![0u8; config.payload_bytes_max + 1]);
+    tail.push(body(1702));
+    match log.append_entries(2, 1602, tail.iter().map(Vec::as_slice)) {
+        Err(StorageError::PayloadTooLarge { len, max }) => {
+            assert_eq!((len, max), (2049, 2048));
+        }
+        other => panic!("expected PayloadTooLarge, got {other:?}"),
+    }
+    assert_eq!(
+        log.last(),
+        Position {
+            index: 1700,
+            term: 2
+        }
+    );
+    // The first segment becomes a spare; the next batch fills the tail and rolls into it.
+    let first_kept = log.compact_before(1700).unwrap();
+    assert!(first_kept > 1);
+    assert_eq!(files_with_extension(dir.path(), "spare"), 1);
+    let more = batch(1701, 3300);
+    log.append_entries(3, 1701, more.iter().map(Vec::as_slice))
+        .unwrap();
+    assert_eq!(
+        files_with_extension(dir.path(), "spare"),
+        0,
+        "the roll reused it"
+    );
+    let check = |log: &Log| {
+        assert_eq!(log.first_index(), first_kept);
+        for i in first_kept..=3300 {
+            let e = log.read_entry(i).unwrap();
+            let term = if i <= 1700 { 2 } else { 3 };
+            assert_eq!((e.term, e.payload), (term, &body(i)[..]), "entry {i}");
+        }
+    };
+    check(&log);
+    drop(log);
+    let log = Log::open(dir.path(), config).unwrap();
+    assert_eq!(
+        log.last(),
+        Position {
+            index: 3300,
+            term: 3
+        }
+    );
+    check(&log);
+}

@@ -48,7 +48,10 @@ impl Log {
         let seg = &mut self.segs[si];
         let cut = seg.offset_of(index + 1);
         let old_tail = seg.tail;
-        seg.w.write(cut, old_tail - cut).fill(0);
+        if let Err(e) = seg.w.zero(cut, old_tail - cut) {
+            let path = seg.w.segment().path().to_path_buf();
+            return Err(self.fail(StorageError::io("zero", path, e)));
+        }
         seg.offsets.truncate((index + 1 - seg.first_index) as usize);
         seg.tail = cut;
         seg.dirty = true;

@@ -252,7 +252,8 @@ impl Log {
                     bytes = zero_end - scan.end,
                     "truncating torn tail of the log"
                 );
-                w.write(scan.end, zero_end - scan.end).fill(0);
+                w.zero(scan.end, zero_end - scan.end)
+                    .map_err(|e| StorageError::io("zero", &path, e))?;
                 dirty = true;
             }
             if let Some((index, term)) = scan.last {
@@ -303,6 +304,7 @@ impl Log {
             ring: LazyRing::default(),
             preparing: None,
             prepared,
+            stage: Vec::new(),
         };
         if log.segs.is_empty() {
             // A new log: its first segment is zero-filled now, as later ones are ahead of
