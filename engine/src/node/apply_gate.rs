@@ -46,11 +46,6 @@ impl ApplyGate {
         }
     }
 
-    /// The allowed apply backlog, in entries.
-    pub(crate) fn limit(&self) -> u64 {
-        self.limit
-    }
-
     /// Follower `node` reported `applied` (in the leader's current term) while the
     /// leader's commit index is `commit`.
     pub(crate) fn on_report(&mut self, node: u64, applied: u64, commit: u64, now: Instant) {
@@ -84,9 +79,105 @@ impl ApplyGate {
     }
 }
 
+/// A follower's side: when to send its applied index to the leader. Due when the
+/// applier moved an eighth of the allowed lag, or the leader or term changed; and, once
+/// caught up with the commit index, at most once per `quiet` (a tick), which keeps the
+/// leader counting this replica as live (a report every `stale_after` would do).
+///
+/// A hold never waits for `quiet`: the leader holds while its view of this replica is
+/// more than the allowed lag behind, and catching up from there moves the applier by
+/// more than an eighth of it. Reporting every catch-up instead sent one message per
+/// request under light load, and woke the leader once more per follower.
+#[derive(Debug)]
+pub(crate) struct ReportCadence {
+    limit: u64,
+    quiet: Duration,
+    /// Applied index, leader and term of the last report sent, and when.
+    last: (u64, Option<u64>, u64),
+    at: Option<Instant>,
+}
+
+impl ReportCadence {
+    pub(crate) fn new(limit: u64, quiet: Duration) -> Self {
+        Self {
+            limit,
+            quiet,
+            last: (0, None, 0),
+            at: None,
+        }
+    }
+
+    /// Whether a report of `applied` to `leader` in `term` is due, the commit index being
+    /// `commit`.
+    pub(crate) fn due(
+        &self,
+        leader: u64,
+        term: u64,
+        applied: u64,
+        commit: u64,
+        now: Instant,
+    ) -> bool {
+        let (last, to, in_term) = self.last;
+        let moved = applied.saturating_sub(last);
+        let quiet_since = self
+            .at
+            .is_none_or(|at| now.saturating_duration_since(at) >= self.quiet);
+        to != Some(leader)
+            || in_term != term
+            || moved >= (self.limit / 8).max(1)
+            || (moved > 0 && applied >= commit && quiet_since)
+    }
+
+    /// Records a report sent.
+    pub(crate) fn sent(&mut self, leader: u64, term: u64, applied: u64, now: Instant) {
+        self.last = (applied, Some(leader), term);
+        self.at = Some(now);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const TICK: Duration = Duration::from_millis(10);
+
+    #[test]
+    fn caught_up_reports_go_at_most_once_per_quiet_period() {
+        let t = Instant::now();
+        let mut c = ReportCadence::new(100, TICK);
+        assert!(c.due(1, 1, 0, 0, t), "first report to a new leader");
+        c.sent(1, 1, 0, t);
+        assert!(!c.due(1, 1, 0, 0, t + TICK), "nothing moved");
+        // One entry applied, caught up: only once the quiet period has passed.
+        assert!(!c.due(1, 1, 1, 1, t + Duration::from_millis(1)));
+        assert!(c.due(1, 1, 1, 1, t + TICK));
+        c.sent(1, 1, 1, t + TICK);
+        // Not caught up and moved less than an eighth of the limit: not due.
+        assert!(!c.due(1, 1, 5, 50, t + 3 * TICK));
+        // An eighth of the limit: due at once.
+        assert!(c.due(1, 1, 13, 50, t + TICK + Duration::from_millis(1)));
+        // A new leader or term: due at once.
+        assert!(c.due(2, 1, 1, 1, t + TICK));
+        assert!(c.due(1, 2, 1, 1, t + TICK));
+    }
+
+    #[test]
+    fn a_held_leader_hears_of_the_catch_up_without_waiting_for_the_quiet_period() {
+        let t = Instant::now();
+        let mut g = gate();
+        let mut c = ReportCadence::new(100, TICK);
+        c.sent(1, 1, 1_000, t);
+        g.on_report(2, 1_000, 1_000, t);
+        // The leader committed 150 more; its view of the follower holds writes.
+        assert!(g.holds_writes(1_150, 1_150, t));
+        // The follower applies them all within a millisecond: the report is due at once
+        // and releases the hold.
+        let soon = t + Duration::from_millis(1);
+        assert!(c.due(1, 1, 1_150, 1_150, soon));
+        c.sent(1, 1, 1_150, soon);
+        g.on_report(2, 1_150, 1_150, soon);
+        assert!(!g.holds_writes(1_150, 1_150, soon));
+    }
 
     const STALE: Duration = Duration::from_millis(600);
 

@@ -29,7 +29,7 @@ use quanta::Instant;
 use storage::{HardStateFile, Log, PendingSync, RecordRun};
 use tracing::{debug, info, warn};
 
-use super::apply_gate::ApplyGate;
+use super::apply_gate::{ApplyGate, ReportCadence};
 use super::convert::{from_wire, to_wire};
 use super::machine::SharedKv;
 use super::port::Port;
@@ -149,8 +149,8 @@ struct State {
     applied_seen: u64,
     /// Leader: followers' applied reports and the rule that holds writes.
     gate: ApplyGate,
-    /// Follower: the applied index last reported, and to which leader and term.
-    reported: (u64, Option<u64>, u64),
+    /// Follower: when to report the applied index to the leader.
+    reports: ReportCadence,
 }
 
 /// A running shard: the core, its log, and the node's transport.
@@ -181,6 +181,7 @@ impl Shard {
         // The shard wakes the applier itself (`after_poll`, and on ticks).
         link.defer_applier_wakes();
         let gate = ApplyGate::new(settings.apply_lag_max, settings.report_stale_after);
+        let reports = ReportCadence::new(settings.apply_lag_max, settings.tick);
         Shard {
             port,
             state: State {
@@ -209,7 +210,7 @@ impl Shard {
                 wake_armed: false,
                 applied_seen: 0,
                 gate,
-                reported: (0, None, 0),
+                reports,
             },
         }
     }
@@ -366,9 +367,8 @@ impl Shard {
     }
 
     /// Follower: tells the leader how far its applier got, so the leader can hold writes
-    /// while this replica falls behind. Sent when the applier moved an eighth of the
-    /// allowed lag, caught up with the commit index, or the leader changed; at most once
-    /// per turn, and a follower wakes at least once per tick.
+    /// while this replica falls behind (when: [`ReportCadence`]). At most once per turn,
+    /// and a follower wakes at least once per tick.
     fn report_applied(&mut self) {
         let s = &mut self.state;
         let (Role::Follower, Some(leader)) = (s.replica.role(), s.replica.leader()) else {
@@ -376,13 +376,11 @@ impl Shard {
         };
         let applied = s.link.applied_index();
         let term = s.replica.term();
-        let (last, to, in_term) = s.reported;
-        let moved = applied.saturating_sub(last);
-        let due = to != Some(leader)
-            || in_term != term
-            || moved >= (s.gate.limit() / 8).max(1)
-            || (moved > 0 && applied >= s.replica.commit());
-        if !due {
+        let now = Instant::now();
+        if !s
+            .reports
+            .due(leader, term, applied, s.replica.commit(), now)
+        {
             return;
         }
         let report = RaftMessage {
@@ -395,7 +393,7 @@ impl Shard {
             .port
             .send_raft(Dest::Peer(leader), s.settings.shard, &report, &[])
         {
-            Ok(()) => s.reported = (applied, Some(leader), term),
+            Ok(()) => s.reports.sent(leader, term, applied, now),
             Err(e) => log_send_error(leader, e),
         }
     }
