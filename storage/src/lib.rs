@@ -28,8 +28,8 @@
 //! index (20 digits), `log.meta` (first index and the term before it, a two-slot
 //! crash-atomic file) and `LOCK` (an exclusive `flock` held while the log or any reader
 //! mapping is alive). Each segment is preallocated with `fallocate` to
-//! [`LogConfig::segment_bytes`] (so appends cannot fail on a full disk) and starts with a 32-byte segment header (magic `b"RSEG"`, version, flags, CRC,
-//! first index, capacity). Records follow back to back; the unused rest is zero.
+//! [`LogConfig::segment_bytes`] (so appends cannot fail on a full disk) and starts with a
+//! 32-byte segment header (magic `b"RSEG"`, version, flags, CRC, first index, capacity). Records follow back to back; the unused rest is zero.
 //! A new log's first segment is zero-filled (written, not just allocated) by
 //! [`Log::open`], and once the tail segment is half full a background thread prepares
 //! the next one the same way (`next-segment.prepared`, used by the next roll that finds
@@ -38,9 +38,10 @@
 //! A log whose owner never syncs ([`LogConfig::synced`] false, e.g. fsync off) has its
 //! next segment only allocated and mapped, on the preparer thread.
 //!
-//! Appends write through the file (`pwrite`), not the mapping (which is read-only):
-//! readers see the same page-cache pages through the mapping, and a fresh page is
-//! allocated and filled in one pass instead of faulting in twice.
+//! Appends to a fresh segment write through the file (`pwrite`): readers see the same
+//! page-cache pages through the mapping, and a fresh page is allocated and filled in one
+//! pass instead of faulting in twice. A recycled segment's pages are resident and mapped,
+//! so appends to it copy into the mapping.
 //!
 //! Compaction keeps up to [`LogConfig::spare_segments_max`] dropped segment files as
 //! `*.spare`, still mapped, and later segments reuse them (a segment a reader or a

@@ -192,10 +192,13 @@ impl SegmentWriter {
     /// copy into them is all a write costs. A fresh segment is written through the file:
     /// a write through a shared mapping faults each fresh page in twice over (a read of
     /// the unwritten extent, zero-filled, then a write fault that dirties it), where
-    /// `pwrite` allocates, fills and dirties page-cache pages in one pass. Filling 16 MiB
-    /// segments took 5.0-5.2 ms per segment through the file, against 11.7-12.2 ms for
-    /// populating the mapping and copying into it; into resident, mapped pages the copy
-    /// is 2.4x faster than `pwrite` (`cargo bench -p benches --bench storage`).
+    /// `pwrite` allocates, fills and dirties page-cache pages in one pass. In a scratch
+    /// program filling 16 MiB segments (CPU time, 64 segments per run), `pwrite` in 16 KiB
+    /// writes into a sparse file took 6.0-6.2 ms per segment against 12.3-13.2 ms for
+    /// `fallocate`, `MADV_POPULATE_WRITE` and a copy in the runs alternated with it, and
+    /// into an `fallocate`d file 5.2-5.5 ms (the sparse file 5.9-6.1 ms alongside). Into resident, mapped pages the copy is the
+    /// cheaper one: writing recycled segments with `pwrite` too made the storage bench's
+    /// append 2.4x slower (`cargo bench -p benches --bench storage`).
     pub(crate) fn through_map(&self) -> bool {
         self.through_map
     }
@@ -230,8 +233,11 @@ impl SegmentWriter {
     /// Writes zeros over `[offset, offset + len)`, under the same rule as
     /// [`write_at`](Self::write_at).
     pub(crate) fn zero(&mut self, offset: usize, len: usize) -> io::Result<()> {
+        if self.through_map {
+            self.map_buf(offset, len).fill(0);
+            return Ok(());
+        }
         self.check_writable(offset, len);
-        const ZEROS: [u8; 16 << 10] = [0; 16 << 10];
         let mut at = offset;
         while at < offset + len {
             let n = ZEROS.len().min(offset + len - at);
@@ -291,6 +297,16 @@ impl SpareSegment {
 }
 
 impl SpareSegment {
+    /// A file just created or opened, its pages never written by a segment: the segment
+    /// reusing it is written through the file.
+    fn fresh(w: SegmentWriter) -> SpareSegment {
+        let seg = Arc::try_unwrap(w.seg).expect("just created, never shared");
+        SpareSegment {
+            seg,
+            resident: false,
+        }
+    }
+
     /// Makes the file of a future segment ahead of use, on a thread other than the log's
     /// writer, renamed to `path` once ready, and maps it. Two ways, for the two ways a
     /// log is used:
@@ -306,25 +322,17 @@ impl SpareSegment {
         synced: bool,
         lock: &Arc<DirLock>,
     ) -> Result<SpareSegment, (&'static str, io::Error)> {
-        const FRESH: &str = "just created, never shared";
         if synced {
             prepare_zeroed(tmp, path, capacity)?;
-            let mut spare = SegmentWriter::open(path, 0, lock)?
-                .into_spare()
-                .expect(FRESH);
             // Cached zeros, but not mapped: `pwrite` over them takes no page faults, and
             // none after each sync write-protects the mapping's pages again.
-            spare.resident = false;
-            return Ok(spare);
+            return Ok(SpareSegment::fresh(SegmentWriter::open(path, 0, lock)?));
         }
         match std::fs::remove_file(tmp) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(("remove", e)),
             _ => {}
         }
-        let mut spare = SegmentWriter::create(tmp, 0, capacity, lock)?
-            .into_spare()
-            .expect(FRESH);
-        spare.resident = false;
+        let mut spare = SpareSegment::fresh(SegmentWriter::create(tmp, 0, capacity, lock)?);
         std::fs::rename(tmp, path).map_err(|e| ("rename", e))?;
         spare.set_path(path.to_path_buf());
         Ok(spare)
@@ -388,6 +396,8 @@ impl DirLock {
 /// `pwrite` gets on this kernel), every sync of a few appended kilobytes wrote back the
 /// whole folio and took 3x as long.
 const ZERO_FILL_CHUNK: usize = 16 << 10;
+/// What zero-filling writes from.
+static ZEROS: [u8; ZERO_FILL_CHUNK] = [0; ZERO_FILL_CHUNK];
 /// The zero-fill is synced every this many bytes, so it never has much dirty data for
 /// the log's own syncs to queue behind.
 const ZERO_FILL_SYNC_BYTES: usize = 4 << 20;
@@ -410,11 +420,10 @@ pub(crate) fn prepare_zeroed(
         .mode(0o644)
         .open(tmp)
         .map_err(|e| ("create", e))?;
-    let zeros = vec![0u8; ZERO_FILL_CHUNK];
     let mut at = 0;
     while at < capacity {
         let n = ZERO_FILL_CHUNK.min(capacity - at);
-        file.write_all_at(&zeros[..n], at as u64)
+        file.write_all_at(&ZEROS[..n], at as u64)
             .map_err(|e| ("zero-fill", e))?;
         at += n;
         if at % ZERO_FILL_SYNC_BYTES == 0 || at == capacity {
