@@ -10,6 +10,9 @@ use net::{Dest, Event, Idle, Origin, PeerConfig, Transport, TransportConfig};
 
 use crate::node::ShardReport;
 
+mod sync;
+pub use sync::SyncClient;
+
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -25,6 +28,8 @@ pub enum ClientError {
     Refused(String),
     #[error("send: {0}")]
     Send(#[from] net::SendError),
+    #[error("{0}")]
+    Blocking(#[from] net::BlockingError),
 }
 
 /// A reply, owned (deserialized out of the receive buffer): one of the reply kinds of

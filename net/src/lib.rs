@@ -86,6 +86,7 @@
 
 #![deny(unsafe_code)]
 
+mod blocking;
 mod buf;
 mod config;
 mod counters;
@@ -96,6 +97,7 @@ pub mod ring;
 mod transport;
 pub mod wire;
 
+pub use blocking::{BlockingConn, BlockingError};
 pub use buf::RecvBuf;
 pub use config::{PeerConfig, Role, TransportConfig};
 pub use counters::{CloseReason, Counters};

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use engine::client::Client;
+use engine::client::{Client, SyncClient};
 use engine::node::ShardReport;
 use engine::tuning::LocalCluster as LocalTuning;
 
@@ -361,6 +361,12 @@ impl Cluster {
             &self.tuning.cluster,
             CLIENT_ID_BASE + client_id,
         )?)
+    }
+
+    /// A synchronous client (one blocking connection, to the leader), with an id in the
+    /// same range as [`Cluster::client`]'s.
+    pub fn sync_client(&self, client_id: u64) -> SyncClient {
+        SyncClient::for_cluster(&self.tuning.cluster, CLIENT_ID_BASE + client_id)
     }
 
     /// Fails if any node has exited.

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use engine::client::{Client, ClientError, Reply};
+use engine::client::{Client, ClientError, Reply, SyncClient};
 use engine::kv::Command;
 use hdrhistogram::Histogram;
 use net::wire::ClientStatus;
@@ -266,6 +266,46 @@ pub fn closed_loop(
         elapsed,
         latency_us,
         retries,
+    })
+}
+
+/// One client sending one 1-entry put at a time through a [`SyncClient`] (client number
+/// `client_no`), each as soon as the previous one is answered, for `duration`, after one
+/// untimed request that dials and finds the leader. Each latency runs from just before the
+/// request is sent to its answer; the put is encoded before.
+pub fn one_at_a_time(
+    client: &mut SyncClient,
+    client_no: u64,
+    payload_bytes: usize,
+    duration: Duration,
+) -> Result<PhaseResult, ClientError> {
+    const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+    let mut hist = histogram();
+    // The first request dials and finds the leader: not timed.
+    client.submit(
+        vec![put_command(client_no, 0, payload_bytes)],
+        REQUEST_TIMEOUT,
+    )?;
+    let mut progress = Progress::new("one client", duration);
+    let start = Instant::now();
+    let mut requests = 0u64;
+    let mut seq = 0u64;
+    while start.elapsed() < duration {
+        seq += 1;
+        let command = vec![put_command(client_no, seq, payload_bytes)];
+        let sent = Instant::now();
+        client.submit(command, REQUEST_TIMEOUT)?;
+        hist.saturating_record(micros(sent.elapsed()));
+        requests += 1;
+        progress.tick(requests);
+    }
+    progress.finish();
+    Ok(PhaseResult {
+        entries: requests,
+        requests,
+        elapsed: start.elapsed(),
+        latency_us: hist,
+        retries: client.retries(),
     })
 }
 

@@ -231,6 +231,17 @@ fn leadership_moves_on_request() {
     let text = tuning_with(&[("preferred_leaders = [1]", "preferred_leaders = []")]);
     let (mut cluster, mut client, leader) = started(&text, 2);
     client.submit(vec![put(1)], STEP).expect("submit");
+    // The synchronous client starts at the first member and follows the hints to the leader.
+    let mut sync = cluster.sync_client(20);
+    let first = sync.submit(vec![put(100)], STEP).expect("sync submit");
+    assert_eq!(sync.leader(), Some(leader));
+    // A batch over the frame limit is refused at once, naming the limit, and retried nowhere.
+    let retries = sync.retries();
+    let err = sync
+        .submit(vec![vec![b'x'; 2 << 20]], STEP)
+        .expect_err("oversized");
+    assert!(err.to_string().contains("exceeds maximum"), "{err}");
+    assert_eq!(sync.retries(), retries);
     let target = cluster
         .node_ids()
         .into_iter()
@@ -254,7 +265,18 @@ fn leadership_moves_on_request() {
     let index = client
         .submit(vec![put(2)], STEP)
         .expect("submit to new leader");
-    wait_converged(&mut cluster, index, STEP);
+    // The old leader answers `NotLeader` with a hint; the synchronous client follows it.
+    let sync_index = sync
+        .submit(vec![put(101)], STEP)
+        .expect("sync submit after");
+    assert_eq!(sync.leader(), Some(target));
+    assert!(
+        sync_index > index.max(first),
+        "{sync_index} after {index} and {first}"
+    );
+    wait_converged(&mut cluster, sync_index, STEP);
+    let value = client.get(b"key-101", STEP).expect("read");
+    assert_eq!(value.as_deref(), Some(&b"value-101"[..]));
 }
 
 /// A write on an otherwise idle cluster is below the batch that wakes a parked applier at

@@ -15,7 +15,8 @@
 //! applied 100% of its leader's committed entries within 1 s; then an open-loop latency
 //! probe (one entry per request at a fixed rate, timed from the intended send time); a
 //! raw-socket loopback ping-pong (the latency baseline, measured in the same run) in
-//! alternating slices with one client sending one 1-entry request at a time; and a
+//! alternating slices with one synchronous client (a blocking socket to the leader, like
+//! the ping-pong's) sending one 1-entry request at a time; and a
 //! convergence check (applied index and state hash equal on every node, per shard). The
 //! probe and the one-client phase use shard 0.
 
@@ -25,7 +26,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use engine::client::{client_members, Client};
+use engine::client::{client_members, Client, SyncClient};
 use engine::node::ShardReport;
 use engine::tuning::{self, LOCAL_TOML};
 use hdrhistogram::Histogram;
@@ -76,8 +77,9 @@ struct LoadArgs {
     /// Seconds of open-loop probing per run (0 skips it).
     #[arg(long, default_value_t = 3.0, value_parser = seconds_or_zero, allow_negative_numbers = true)]
     probe_seconds: f64,
-    /// Seconds per run of one client sending one 1-entry request at a time, timed against
-    /// a raw socket ping-pong measured in alternating slices with it (0 skips it).
+    /// Seconds per run of one synchronous client (a blocking socket to the leader) sending
+    /// one 1-entry request at a time, timed against a raw socket ping-pong measured in
+    /// alternating slices with it (0 skips it).
     #[arg(long, default_value_t = 2.0, value_parser = seconds_or_zero, allow_negative_numbers = true)]
     one_client_seconds: f64,
     /// Print one JSON object instead of text.
@@ -292,7 +294,7 @@ struct RunReport {
     /// Probe requests refused (Busy, redirect), not sent (queue full) or unanswered: the
     /// percentiles lack their latency.
     probe_unanswered: u64,
-    /// One client, one 1-entry request in flight, closed loop.
+    /// One synchronous client, one 1-entry request in flight, closed loop.
     one_client: Option<Latency>,
     one_client_p50_over_rtt: Option<f64>,
     entries_per_append: f64,
@@ -397,9 +399,13 @@ fn local(
         let mut cluster = Cluster::start_with(&me, &["raftd"], &text).map_err(|e| e.to_string())?;
         fsync_on = cluster.tuning.cluster.durability.fsync;
         let c = cluster.tuning.cluster.clone();
-        let members = client_members(&c);
-        let connect = |id: u64| Client::connect_cluster(&c, CLIENT_ID_BASE + id);
-        let mut admin = connect(run as u64 * 1000).map_err(|e| e.to_string())?;
+        let target = Target {
+            cluster: &c,
+            id_base: CLIENT_ID_BASE,
+        };
+        let mut admin = target
+            .client(run as u64 * 1000)
+            .map_err(|e| e.to_string())?;
         admin
             .wait_connected(Duration::from_secs(10))
             .map_err(|e| e.to_string())?;
@@ -409,7 +415,7 @@ fn local(
                 .wait_leader(&mut admin, Duration::from_secs(20))
                 .map_err(|e| format!("shard {shard}: {e}"))?;
         }
-        let mut report = one_run(run, &members, c.shards.count, &connect, &mut admin, args)?;
+        let mut report = one_run(run, &target, &mut admin, args)?;
         let exits = cluster
             .stop_all(Duration::from_secs(20))
             .map_err(|e| e.to_string())?;
@@ -438,9 +444,11 @@ fn remote(path: &Path, args: &LoadArgs) -> Result<Summary, String> {
     let c = set.cluster;
     check_load(args, &c)?;
     let members = client_members(&c);
-    let base = u64::from(std::process::id()) << 16;
-    let connect = |id: u64| Client::connect_cluster(&c, CLIENT_ID_BASE + base + id);
-    let mut admin = connect(999).map_err(|e| e.to_string())?;
+    let target = Target {
+        cluster: &c,
+        id_base: CLIENT_ID_BASE + (u64::from(std::process::id()) << 16),
+    };
+    let mut admin = target.client(999).map_err(|e| e.to_string())?;
     let wait = Duration::from_secs(10);
     let up = admin.wait_connected(wait).map_err(|e| e.to_string())?;
     if up == 0 {
@@ -453,7 +461,7 @@ fn remote(path: &Path, args: &LoadArgs) -> Result<Summary, String> {
             addrs.join(", ")
         ));
     }
-    let report = one_run(1, &members, c.shards.count, &connect, &mut admin, args)?;
+    let report = one_run(1, &target, &mut admin, args)?;
     if !args.json {
         print_run(&report);
     }
@@ -467,6 +475,25 @@ fn remote(path: &Path, args: &LoadArgs) -> Result<Summary, String> {
         runs: vec![report],
         passed,
     })
+}
+
+/// The cluster a run loads, and the first of the client ids it may use (each client
+/// of a cluster needs its own).
+struct Target<'a> {
+    cluster: &'a tuning::ClusterConfig,
+    id_base: u64,
+}
+
+impl Target<'_> {
+    /// A pipelined client, connected to every member.
+    fn client(&self, id: u64) -> Result<Client, engine::client::ClientError> {
+        Client::connect_cluster(self.cluster, self.id_base + id)
+    }
+
+    /// A synchronous client (it dials on its first request).
+    fn sync_client(&self, id: u64) -> SyncClient {
+        SyncClient::for_cluster(self.cluster, self.id_base + id)
+    }
 }
 
 /// Every member's report for `shard` (members that do not answer are left out).
@@ -509,13 +536,13 @@ fn counters(reports: &[ShardReport]) -> (u64, u64, u64) {
 
 fn one_run(
     run: usize,
-    members: &[PeerConfig],
-    shards: u32,
-    connect: &dyn Fn(u64) -> Result<Client, engine::client::ClientError>,
+    target: &Target<'_>,
     admin: &mut Client,
     args: &LoadArgs,
 ) -> Result<RunReport, String> {
-    let shards = shards.max(1);
+    let members = &client_members(target.cluster)[..];
+    let shards = target.cluster.shards.count.max(1);
+    let connect = |id: u64| target.client(id);
     let before = counters(&all_statuses(admin, members, shards));
 
     // Closed-loop phases (one per client count), with the apply lag sampled meanwhile.
@@ -652,7 +679,9 @@ fn one_run(
 
     // The raw socket ping-pong and one client doing the same with the cluster (one 1-entry
     // request at a time, each sent as soon as the previous one is answered), in alternating
-    // slices, so that both see the VM in the same state.
+    // slices, so that both see the VM in the same state. The client waits in a blocking
+    // `recv`, as the ping-pong's ends do, so the ratio is the cluster's cost, not the
+    // client's (`engine::client::SyncClient`).
     let (ping_pong, one_client) = if args.one_client_seconds > 0.0 {
         let slice = Duration::from_secs_f64(args.one_client_seconds / ONE_CLIENT_SLICES as f64);
         let mut ping_pong = load::PingPong::default();
@@ -660,15 +689,10 @@ fn one_run(
         for s in 0..ONE_CLIENT_SLICES {
             ping_pong
                 .extend(load::ping_pong(500, None).map_err(|e| format!("loopback baseline: {e}"))?);
-            let cfg = ClosedLoop {
-                clients: 1,
-                window: 1,
-                batch: 1,
-                payload_bytes: args.payload,
-                duration: slice,
-            };
             let offset = (run * 100 + 90 + s) as u64;
-            let r = load::closed_loop(|c| connect(offset + c), cfg).map_err(|e| e.to_string())?;
+            let mut client = target.sync_client(offset);
+            let r = load::one_at_a_time(&mut client, offset, args.payload, slice)
+                .map_err(|e| format!("one client: {e}"))?;
             hist.add(&r.latency_us).expect("same bounds");
         }
         (ping_pong, Some(Latency::of(&hist)))
@@ -857,7 +881,7 @@ fn print_run(r: &RunReport) {
     if let (Some(p), Some(ratio)) = (&r.one_client, r.one_client_p50_over_rtt) {
         let _ = writeln!(
             out,
-            "  one client, one 1-entry request at a time: {} ({} requests); p50 = {ratio:.1}x the loopback RTT of {:.1} µs (target with fsync off: <= 3x)",
+            "  one synchronous client, one 1-entry request at a time: {} ({} requests); p50 = {ratio:.1}x the loopback RTT of {:.1} µs (target with fsync off: <= 3x)",
             p.percentiles(),
             p.count,
             r.loopback_rtt_us,
