@@ -277,6 +277,10 @@ fn leadership_moves_on_request() {
     wait_converged(&mut cluster, sync_index, STEP);
     let value = client.get(b"key-101", STEP).expect("read");
     assert_eq!(value.as_deref(), Some(&b"value-101"[..]));
+    // Reads through the synchronous client: a written key and a missing one.
+    let value = sync.get(b"key-100", STEP).expect("sync read");
+    assert_eq!(value.as_deref(), Some(&b"value-100"[..]));
+    assert_eq!(sync.get(b"no-such-key", STEP).expect("sync read"), None);
 }
 
 /// A write on an otherwise idle cluster is below the batch that wakes a parked applier at

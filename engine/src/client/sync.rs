@@ -98,11 +98,39 @@ impl SyncClient {
         payloads: Vec<Vec<u8>>,
         timeout: Duration,
     ) -> Result<u64, ClientError> {
-        let deadline = Instant::now() + timeout;
-        let mut msg = ClientMessage::Submit {
+        let msg = ClientMessage::Submit {
             request_id: 0,
             payloads,
         };
+        self.call_leader(msg, timeout, |reply| match reply {
+            Reply::Reply { index, .. } => Some(index),
+            _ => None,
+        })
+    }
+
+    /// Linearizable read of `key` through the leader's ReadIndex; fails as
+    /// [`SyncClient::submit`] does.
+    pub fn get(&mut self, key: &[u8], timeout: Duration) -> Result<Option<Vec<u8>>, ClientError> {
+        let msg = ClientMessage::Read {
+            request_id: 0,
+            key: key.to_vec(),
+        };
+        self.call_leader(msg, timeout, |reply| match reply {
+            Reply::ReadReply { value, .. } => Some(value),
+            _ => None,
+        })
+    }
+
+    /// Sends `msg` (its request id renewed on each attempt) to the believed leader until a
+    /// reply says `Ok`, which `ok` turns into the result (`None`: a reply of the wrong
+    /// kind). Follows `NotLeader` hints, retries `Busy`, moves on from nodes that fail.
+    fn call_leader<T>(
+        &mut self,
+        mut msg: ClientMessage,
+        timeout: Duration,
+        ok: impl Fn(Reply) -> Option<T>,
+    ) -> Result<T, ClientError> {
+        let deadline = Instant::now() + timeout;
         // Why the last attempt that reached no node failed: the error reported if time
         // runs out before a node answers (a refused handshake names its reason there).
         let mut failed: Option<ClientError> = None;
@@ -113,7 +141,9 @@ impl SyncClient {
             self.retries += u64::from(attempt > 0);
             let request_id = self.next_request;
             self.next_request += 1;
-            if let ClientMessage::Submit { request_id: id, .. } = &mut msg {
+            if let ClientMessage::Submit { request_id: id, .. }
+            | ClientMessage::Read { request_id: id, .. } = &mut msg
+            {
                 *id = request_id;
             }
             let reply = match self.call(&msg, request_id, deadline) {
@@ -138,20 +168,27 @@ impl SyncClient {
                     continue;
                 }
             };
-            let Reply::Reply {
+            let (Reply::Reply {
                 status,
                 leader_hint,
-                index,
                 ..
-            } = reply
+            }
+            | Reply::ReadReply {
+                status,
+                leader_hint,
+                ..
+            }) = &reply
             else {
                 return Err(ClientError::Refused(format!("unexpected reply {reply:?}")));
             };
+            let (status, leader_hint) = (*status, *leader_hint);
             let from = self.conn.as_ref().map(BlockingConn::node);
             match status {
                 ClientStatus::Ok => {
                     self.leader = from;
-                    return Ok(index);
+                    return ok(reply).ok_or_else(|| {
+                        ClientError::Refused("an Ok reply of another kind than the request".into())
+                    });
                 }
                 ClientStatus::Rejected => {
                     return Err(ClientError::Refused("rejected by the state machine".into()))
