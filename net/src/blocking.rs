@@ -13,7 +13,7 @@ use crate::handshake::{self, PeerHello, PROTOCOL_VERSION};
 use crate::wire::{
     decode_frame, encode_frame, Auth, Body, Frame, WireMessage, ROLE_CLIENT, ROLE_NODE,
 };
-use crate::{RecvBuf, Role, TransportConfig};
+use crate::{CloseReason, RecvBuf, Role, TransportConfig};
 
 const CLOSED_IN_HANDSHAKE: &str = "the node closed the connection (it refused our hello)";
 
@@ -152,36 +152,28 @@ impl BlockingConn {
             })
             .map_err(closed_early)?
             .ok_or_else(|| refused("the node's first frame is not a hello".into()))?;
-        let reason = if peer.cluster_id != cfg.cluster_id {
-            Some(format!(
-                "it belongs to cluster {}, not {}",
-                peer.cluster_id, cfg.cluster_id
-            ))
-        } else if peer.protocol_version != PROTOCOL_VERSION {
-            Some(format!(
-                "it speaks protocol {}, we speak {PROTOCOL_VERSION}",
-                peer.protocol_version
-            ))
-        } else if peer.role != ROLE_NODE || peer.node_id != node {
-            Some(format!(
-                "it is {} {}, not node {node}",
-                if peer.role == ROLE_NODE {
-                    "node"
-                } else {
-                    "a client with id"
-                },
-                peer.node_id
-            ))
-        } else if peer.auth != auth {
-            Some(if auth {
-                "it has no cluster key and we have one".into()
-            } else {
-                "it requires a cluster key and we have none".into()
-            })
-        } else {
-            None
-        };
-        if let Some(reason) = reason {
+        let identity_ok = peer.role == ROLE_NODE && peer.node_id == node;
+        if let Some(why) = handshake::refusal(&peer, cfg.cluster_id, identity_ok, auth) {
+            // The transport's rule; the reason spelled out with what the node said.
+            let reason = match why {
+                CloseReason::WrongCluster => format!(
+                    "it belongs to cluster {}, not {}",
+                    peer.cluster_id, cfg.cluster_id
+                ),
+                CloseReason::VersionMismatch => format!(
+                    "it speaks protocol {}, we speak {PROTOCOL_VERSION}",
+                    peer.protocol_version
+                ),
+                CloseReason::NotMember if peer.role == ROLE_NODE => {
+                    format!("it is node {}, not node {node}", peer.node_id)
+                }
+                CloseReason::NotMember => {
+                    format!("it is a client with id {}, not node {node}", peer.node_id)
+                }
+                CloseReason::AuthMissing if auth => "it has no cluster key and we have one".into(),
+                CloseReason::AuthMissing => "it requires a cluster key and we have none".into(),
+                other => format!("{other:?}"),
+            };
             return Err(refused(reason));
         }
         let mac = match &cfg.cluster_key {

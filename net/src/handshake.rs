@@ -16,6 +16,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::wire::{ArchivedHello, Hello};
+use crate::CloseReason;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -51,6 +52,29 @@ impl PeerHello {
             auth: h.auth,
             nonce: h.nonce,
         }
+    }
+}
+
+/// Why a peer's hello is refused, or `None` to accept it. Checked in this order: the same
+/// cluster, the same protocol version, the peer's identity (`identity_ok`: who the
+/// receiver accepts, which depends on which side dialed), and a cluster key on both sides
+/// or on neither. The transport and the blocking connection both ask this.
+pub(crate) fn refusal(
+    peer: &PeerHello,
+    cluster_id: u64,
+    identity_ok: bool,
+    keyed: bool,
+) -> Option<CloseReason> {
+    if peer.cluster_id != cluster_id {
+        Some(CloseReason::WrongCluster)
+    } else if peer.protocol_version != PROTOCOL_VERSION {
+        Some(CloseReason::VersionMismatch)
+    } else if !identity_ok {
+        Some(CloseReason::NotMember)
+    } else if peer.auth != keyed {
+        Some(CloseReason::AuthMissing)
+    } else {
+        None
     }
 }
 

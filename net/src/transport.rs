@@ -9,7 +9,7 @@ use crate::buf::RecvBuf;
 use crate::config::{Role, TransportConfig};
 use crate::counters::{CloseReason, Counters};
 use crate::error::{FrameError, RingError, SendError, TransportError};
-use crate::handshake::{self, PeerHello, PROTOCOL_VERSION};
+use crate::handshake::{self, PeerHello};
 use crate::ring::{Completion, FdRef, Features, Ring, SendBuf};
 use crate::wire::{
     decode_frame, encode_frame, encode_frame_flags, encode_frame_head, payload_padding,
@@ -1181,24 +1181,25 @@ impl Transport {
         let conn = self.conns[idx as usize].as_ref().expect("live conn");
         let member =
             peer.node_id != cfg.node_id && self.peers.iter().any(|p| p.node == peer.node_id);
-        let refusal = if peer.cluster_id != cfg.cluster_id {
-            Some(CloseReason::WrongCluster)
-        } else if peer.protocol_version != PROTOCOL_VERSION {
-            Some(CloseReason::VersionMismatch)
-        } else if let Some(node) = conn.dialed {
-            (peer.role != ROLE_NODE || peer.node_id != node).then_some(CloseReason::NotMember)
-        } else {
-            let ok = cfg.role == Role::Node
-                && match peer.role {
-                    ROLE_NODE => member,
-                    ROLE_CLIENT => peer.node_id != 0,
-                    _ => false,
-                };
-            (!ok).then_some(CloseReason::NotMember)
+        let identity_ok = match conn.dialed {
+            // We dialed a node: the one we meant.
+            Some(node) => peer.role == ROLE_NODE && peer.node_id == node,
+            // It dialed us: a member node, or a client (only nodes take clients).
+            None => {
+                cfg.role == Role::Node
+                    && match peer.role {
+                        ROLE_NODE => member,
+                        ROLE_CLIENT => peer.node_id != 0,
+                        _ => false,
+                    }
+            }
         };
-        let refusal = refusal.or_else(|| {
-            (peer.auth != cfg.cluster_key.is_some()).then_some(CloseReason::AuthMissing)
-        });
+        let refusal = handshake::refusal(
+            &peer,
+            cfg.cluster_id,
+            identity_ok,
+            cfg.cluster_key.is_some(),
+        );
         if let Some(reason) = refusal {
             self.refuse(idx, reason, &peer);
             return;
