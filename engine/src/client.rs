@@ -219,23 +219,8 @@ impl Client {
     }
 
     fn learn_leader(&mut self, node: u64, reply: &Reply) {
-        let (status, hint) = match reply {
-            Reply::Reply {
-                status,
-                leader_hint,
-                ..
-            }
-            | Reply::ReadReply {
-                status,
-                leader_hint,
-                ..
-            }
-            | Reply::AdminReply {
-                status,
-                leader_hint,
-                ..
-            } => (*status, *leader_hint),
-            _ => return,
+        let Some((status, hint)) = status_and_hint(reply) else {
+            return;
         };
         match status {
             ClientStatus::Ok => self.leader = Some(node),
@@ -407,6 +392,29 @@ pub fn client_members(cluster: &crate::tuning::ClusterConfig) -> Vec<PeerConfig>
             addr: m.client_addr,
         })
         .collect()
+}
+
+/// The status and leader hint a reply carries; `None` for a status reply (any node
+/// answers those, leader or not).
+fn status_and_hint(reply: &Reply) -> Option<(ClientStatus, Option<u64>)> {
+    match reply {
+        Reply::Reply {
+            status,
+            leader_hint,
+            ..
+        }
+        | Reply::ReadReply {
+            status,
+            leader_hint,
+            ..
+        }
+        | Reply::AdminReply {
+            status,
+            leader_hint,
+            ..
+        } => Some((*status, *leader_hint)),
+        _ => None,
+    }
 }
 
 /// The owned form of a reply frame; `None` for request kinds, which a node never sends

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use net::wire::{Body, ClientMessage, ClientStatus};
 use net::{BlockingConn, BlockingError, PeerConfig, TransportConfig};
 
-use super::{owned_reply, ClientError, Reply};
+use super::{owned_reply, status_and_hint, ClientError, Reply};
 
 /// Pause before retrying after `NotLeader` without a hint, `Busy`, or a lost connection.
 const RETRY_PAUSE: Duration = Duration::from_millis(10);
@@ -149,8 +149,8 @@ impl SyncClient {
             let reply = match self.call(&msg, request_id, deadline) {
                 Ok(reply) => reply,
                 Err(ClientError::Blocking(BlockingError::Timeout { .. })) => {
-                    // The outcome is unknown. A late answer on this connection would be
-                    // skipped by its id; the next request starts afresh anyway.
+                    // The outcome is unknown. The connection goes, with any late answer
+                    // on it; the next request starts afresh.
                     self.conn = None;
                     self.leader = None;
                     return Err(ClientError::Timeout(timeout));
@@ -168,20 +168,9 @@ impl SyncClient {
                     continue;
                 }
             };
-            let (Reply::Reply {
-                status,
-                leader_hint,
-                ..
-            }
-            | Reply::ReadReply {
-                status,
-                leader_hint,
-                ..
-            }) = &reply
-            else {
+            let Some((status, leader_hint)) = status_and_hint(&reply) else {
                 return Err(ClientError::Refused(format!("unexpected reply {reply:?}")));
             };
-            let (status, leader_hint) = (*status, *leader_hint);
             let from = self.conn.as_ref().map(BlockingConn::node);
             match status {
                 ClientStatus::Ok => {
