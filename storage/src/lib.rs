@@ -29,7 +29,8 @@
 //! crash-atomic file) and `LOCK` (an exclusive `flock` held while the log or any reader
 //! mapping is alive). Each segment is preallocated with `fallocate` to
 //! [`LogConfig::segment_bytes`] (so appends cannot fail on a full disk) and starts with a
-//! 32-byte segment header (magic `b"RSEG"`, version, flags, CRC, first index, capacity). Records follow back to back; the unused rest is zero.
+//! 32-byte segment header (magic `b"RSEG"`, version, flags, CRC, first index, capacity).
+//! Records follow back to back; the unused rest is zero.
 //! A new log's first segment is zero-filled (written, not just allocated) by
 //! [`Log::open`], and once the tail segment is half full a background thread prepares
 //! the next one the same way (`next-segment.prepared`, used by the next roll that finds

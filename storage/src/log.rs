@@ -45,6 +45,14 @@ const PAGE_BYTES: usize = 4096;
 /// go out in several writes rather than through one segment-sized buffer.
 const STAGE_BYTES: usize = 256 << 10;
 
+/// Makes `stage` at least `len` bytes long. It only grows, so its bytes are zeroed once
+/// rather than before every record: a record's encoding writes all of its bytes.
+fn grow_stage(stage: &mut Vec<u8>, len: usize) {
+    if stage.len() < len {
+        stage.resize(len, 0);
+    }
+}
+
 /// Log settings. Segment size may change between restarts; existing segments keep the
 /// size they were created with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,8 +204,8 @@ pub struct Log {
     /// next roll that finds no spare: mapped if this process prepared it.
     prepared: Option<Spare>,
     /// Where appends to a segment written through its file encode records before
-    /// writing them (reused; at most about `STAGE_BYTES` for batches, one record for
-    /// single appends).
+    /// writing them: reused, and never shortened (see [`grow_stage`]), so at most about
+    /// `STAGE_BYTES`, or one record if larger.
     stage: Vec<u8>,
 }
 
@@ -530,10 +538,9 @@ impl Log {
         if seg.w.through_map() {
             encode_record_with(seg.w.map_buf(at, len), term, index, payload_len, fill);
         } else {
-            self.stage.clear();
-            self.stage.resize(len, 0);
-            encode_record_with(&mut self.stage, term, index, payload_len, fill);
-            if let Err(e) = seg.w.write_at(at, &self.stage) {
+            grow_stage(&mut self.stage, len);
+            encode_record_with(&mut self.stage[..len], term, index, payload_len, fill);
+            if let Err(e) = seg.w.write_at(at, &self.stage[..len]) {
                 let path = seg.w.segment().path().to_path_buf();
                 return Err(self.fail(StorageError::io("write", path, e)));
             }
@@ -581,7 +588,6 @@ impl Log {
             let room = seg.w.segment().capacity() - base;
             let kept = seg.offsets.len();
             let through_map = seg.w.through_map();
-            stage.clear();
             let mut piece = 0;
             while let Some(&payload) = payloads.peek() {
                 let len = record_len(payload.len());
@@ -592,8 +598,8 @@ impl Log {
                 let out = if through_map {
                     seg.w.map_buf(base + piece, len)
                 } else {
-                    stage.resize(piece + len, 0);
-                    &mut stage[piece..]
+                    grow_stage(&mut stage, piece + len);
+                    &mut stage[piece..piece + len]
                 };
                 encode_record_with(out, term, index, payload.len(), |out| {
                     out.copy_from_slice(payload)
@@ -605,7 +611,7 @@ impl Log {
                 payloads.next();
             }
             if !through_map {
-                if let Err(e) = seg.w.write_at(base, &stage) {
+                if let Err(e) = seg.w.write_at(base, &stage[..piece]) {
                     seg.offsets.truncate(kept);
                     let path = seg.w.segment().path().to_path_buf();
                     break Err(self.fail(StorageError::io("write", path, e)));

@@ -196,9 +196,10 @@ impl SegmentWriter {
     /// program filling 16 MiB segments (CPU time, 64 segments per run), `pwrite` in 16 KiB
     /// writes into a sparse file took 6.0-6.2 ms per segment against 12.3-13.2 ms for
     /// `fallocate`, `MADV_POPULATE_WRITE` and a copy in the runs alternated with it, and
-    /// into an `fallocate`d file 5.2-5.5 ms (the sparse file 5.9-6.1 ms alongside). Into resident, mapped pages the copy is the
-    /// cheaper one: writing recycled segments with `pwrite` too made the storage bench's
-    /// append 2.4x slower (`cargo bench -p benches --bench storage`).
+    /// into an `fallocate`d file 5.2-5.5 ms (the sparse file 5.9-6.1 ms alongside). Into
+    /// resident, mapped pages the copy is the cheaper one: writing recycled segments with
+    /// `pwrite` too made the storage bench's append 2.4x slower (`cargo bench -p benches
+    /// --bench storage`).
     pub(crate) fn through_map(&self) -> bool {
         self.through_map
     }
