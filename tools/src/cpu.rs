@@ -8,7 +8,8 @@
 
 use std::time::Duration;
 
-/// Cumulative CPU time of all CPUs, in clock ticks, as `/proc/stat`'s `cpu` line has it.
+/// CPU time of all CPUs, in clock ticks: cumulative as `/proc/stat`'s `cpu` line has it
+/// ([`CpuTimes::now`]), or over a stretch ([`CpuTimes::until`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CpuTimes {
     /// user + nice + system + irq + softirq: time spent running something.
@@ -67,23 +68,14 @@ impl CpuTimes {
     }
 
     /// What happened between `self` (earlier) and `later`.
-    pub fn until(&self, later: &CpuTimes) -> CpuUse {
-        let busy = later.busy.saturating_sub(self.busy);
-        let idle = later.idle.saturating_sub(self.idle);
-        let steal = later.steal.saturating_sub(self.steal);
-        CpuUse { busy, idle, steal }
+    pub fn until(&self, later: &CpuTimes) -> CpuTimes {
+        CpuTimes {
+            busy: later.busy.saturating_sub(self.busy),
+            idle: later.idle.saturating_sub(self.idle),
+            steal: later.steal.saturating_sub(self.steal),
+        }
     }
-}
 
-/// CPU time over a stretch, in clock ticks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CpuUse {
-    pub busy: u64,
-    pub idle: u64,
-    pub steal: u64,
-}
-
-impl CpuUse {
     fn total(&self) -> u64 {
         self.busy + self.idle + self.steal
     }

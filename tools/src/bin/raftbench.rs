@@ -243,7 +243,7 @@ struct LoadCpu {
 }
 
 impl LoadCpu {
-    fn of(used: cpu::CpuUse, entries: u64) -> LoadCpu {
+    fn of(used: CpuTimes, entries: u64) -> LoadCpu {
         LoadCpu {
             busy_percent: used.busy_fraction() * 100.0,
             steal_percent: used.steal_fraction() * 100.0,
