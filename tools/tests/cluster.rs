@@ -231,7 +231,8 @@ fn leadership_moves_on_request() {
     let text = tuning_with(&[("preferred_leaders = [1]", "preferred_leaders = []")]);
     let (mut cluster, mut client, leader) = started(&text, 2);
     client.submit(vec![put(1)], STEP).expect("submit");
-    // The synchronous client starts at the first member and follows the hints to the leader.
+    // The synchronous client starts at the first member, and follows its hint if that is
+    // not the leader.
     let mut sync = cluster.sync_client(20);
     let first = sync.submit(vec![put(100)], STEP).expect("sync submit");
     assert_eq!(sync.leader(), Some(leader));
