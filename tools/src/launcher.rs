@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use engine::client::{Client, SyncClient};
 use engine::node::ShardReport;
-use engine::tuning::LocalCluster as LocalTuning;
+use engine::tuning::{LocalCluster as LocalTuning, Member};
 
 use crate::raftd::EXIT_ADDRESS_IN_USE;
 use nix::errno::Errno;
@@ -352,6 +352,11 @@ impl Cluster {
     /// Node ids in member order.
     pub fn node_ids(&self) -> Vec<u64> {
         self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    /// Member `id` as the nodes were started: its peer and client addresses.
+    pub fn member(&self, id: u64) -> Option<&Member> {
+        self.tuning.cluster.members.iter().find(|m| m.node_id == id)
     }
 
     /// A client connected to every node. Client ids live in their own range, above any

@@ -94,6 +94,9 @@ pub fn main_with(args: Args) -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: redirected to a file, escape codes would split each
+        // `key=value` and make the log hard to search.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let tuning = match load(&args) {
         Ok(t) => t,

@@ -1,6 +1,6 @@
 //! A 3-node cluster of real raftd processes on loopback: election, replication, a
 //! follower restart, convergence, the preferred leader, leadership transfer, fixed-leader
-//! mode, graceful drain, and a bad tuning file.
+//! mode, graceful drain, a bad tuning file, and hostile connections during writes.
 //!
 //! Every test bounds its time, uses loopback ports leased by the launcher and a temporary
 //! data directory, and stops its processes (the launcher kills them on drop).
@@ -533,4 +533,161 @@ fn the_open_loop_probe_counts_requests_a_frozen_leader_never_answers() {
         r.requests
     );
     cluster.stop_all(STEP).expect("stop");
+}
+
+/// One hostile connection's bytes: what it sends, and its name for failure messages.
+struct Hostile {
+    name: &'static str,
+    bytes: Vec<u8>,
+}
+
+/// Bad input of each kind a transport sees first: noise, a frame whose checksum fails, a
+/// frame announcing a length over the limit, a well-formed hello from another cluster.
+fn hostile_inputs(role: u8) -> Vec<Hostile> {
+    use net::wire::{encode_frame, FRAME_HEADER_LEN};
+    let hello = |cluster_id: u64| {
+        let h = net::wire::Hello {
+            cluster_id,
+            node_id: 999_001,
+            protocol_version: net::PROTOCOL_VERSION,
+            role,
+            auth: false,
+            nonce: [7u8; 32],
+        };
+        let mut frame = Vec::new();
+        encode_frame(&mut frame, 0, &h, &[], 1 << 20).expect("encode hello");
+        frame
+    };
+    let mut bad_crc = hello(1);
+    bad_crc[FRAME_HEADER_LEN + 3] ^= 0x20;
+    let mut oversized = hello(1);
+    oversized[16..20].copy_from_slice(&u32::MAX.to_le_bytes()); // the payload length
+                                                                // Noise from a fixed xorshift, so a failure replays.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let noise = (0..256)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    vec![
+        Hostile {
+            name: "noise",
+            bytes: noise,
+        },
+        Hostile {
+            name: "bad checksum",
+            bytes: bad_crc,
+        },
+        Hostile {
+            name: "oversized length",
+            bytes: oversized,
+        },
+        Hostile {
+            name: "hello from another cluster",
+            bytes: hello(77),
+        },
+    ]
+}
+
+/// Sends `input` on a fresh connection to `addr` and waits (bounded) for the node to
+/// close it.
+fn closed_after(addr: std::net::SocketAddr, input: &Hostile) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, STEP)
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(STEP)).expect("timeout");
+    s.write_all(&input.bytes)
+        .map_err(|e| format!("{} to {addr}: write: {e}", input.name))?;
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            // A refusal may come first; the close is what counts.
+            Ok(n) if n > 0 => continue,
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(()),
+            Err(e) => return Err(format!("{} to {addr}: not closed: {e}", input.name)),
+        }
+    }
+}
+
+#[test]
+fn hostile_connections_are_closed_alone_while_writes_go_on_and_none_is_lost() {
+    let (mut cluster, mut client, leader) = started(LOCAL_TOML, 8);
+    let follower = cluster
+        .node_ids()
+        .into_iter()
+        .find(|&id| id != leader)
+        .expect("a follower");
+    let m = cluster.member(leader).expect("leader member");
+    let targets = vec![
+        (m.peer_addr, net::wire::ROLE_NODE),
+        (m.client_addr, net::wire::ROLE_CLIENT),
+        (
+            cluster.member(follower).expect("follower member").peer_addr,
+            net::wire::ROLE_NODE,
+        ),
+    ];
+    // Half a hello, then silence for the whole test: it must hold nothing up.
+    let mut stalled = std::net::TcpStream::connect(m.peer_addr).expect("connect");
+    std::io::Write::write_all(
+        &mut stalled,
+        &hostile_inputs(net::wire::ROLE_NODE)[3].bytes[..10],
+    )
+    .expect("half a frame");
+
+    // The attack lasts as long as the writes, three rounds at least.
+    let writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let rogue = std::thread::spawn({
+        let writing = std::sync::Arc::clone(&writing);
+        move || -> Result<usize, String> {
+            let mut rounds = 0;
+            while rounds < 3 || writing.load(std::sync::atomic::Ordering::Relaxed) {
+                for &(addr, role) in &targets {
+                    for input in hostile_inputs(role) {
+                        closed_after(addr, &input)?;
+                    }
+                }
+                rounds += 1;
+            }
+            Ok(rounds)
+        }
+    });
+    let mut last = 0;
+    for i in 0..300 {
+        last = client
+            .submit(vec![put(i)], STEP)
+            .expect("submit under attack");
+    }
+    writing.store(false, std::sync::atomic::Ordering::Relaxed);
+    let rounds = rogue
+        .join()
+        .expect("rogue thread")
+        .expect("every hostile connection closed");
+    assert!(rounds >= 3);
+    drop(stalled);
+
+    let converged = wait_converged(&mut cluster, last, STEP);
+    assert_eq!(converged.len(), 3, "{converged:?}");
+    for i in [0u64, 150, 299] {
+        let value = client
+            .get(format!("key-{i}").as_bytes(), STEP)
+            .expect("read");
+        assert_eq!(value, Some(format!("value-{i}").into_bytes()), "key-{i}");
+    }
+    // Each closing is logged with its reason.
+    let log = cluster.log_tail(leader, 400);
+    for reason in [
+        "bad frame magic",
+        "checksum mismatch",
+        "exceeds maximum",
+        "reason=WrongCluster",
+    ] {
+        assert!(
+            log.contains(reason),
+            "the leader's log names no {reason:?} closing:\n{log}"
+        );
+    }
 }
