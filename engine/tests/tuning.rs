@@ -280,6 +280,31 @@ fn syntax_error_has_a_location() {
 }
 
 #[test]
+fn an_integer_over_64_bits_names_its_key_and_line() {
+    // TOML integers are 64-bit, so this one fails the parse itself, before any schema.
+    // The second host's, so the element index is counted too.
+    let second = LOCAL_TOML
+        .match_indices("provided_buffers = 64")
+        .nth(1)
+        .unwrap()
+        .0;
+    let text = format!(
+        "{}provided_buffers = 99999999999999999999{}",
+        &LOCAL_TOML[..second],
+        &LOCAL_TOML[second + "provided_buffers = 64".len()..]
+    );
+    let errors = LocalCluster::parse("local.toml", &text, Some(&two_cores())).unwrap_err();
+    let error = errors.first();
+    assert!(matches!(error.reason, Reason::Syntax(_)), "{error}");
+    assert_eq!(error.key, "hosts[1].io_uring.provided_buffers");
+    let line = 1 + text
+        .lines()
+        .position(|l| l.contains("99999999999999999999"))
+        .unwrap();
+    assert_eq!(error.location.map(|l| l.line), Some(line), "{error}");
+}
+
+#[test]
 fn a_set_needs_exactly_one_cluster() {
     let errors = validate_texts(&[("host.toml", BAREMETAL_HOST_TOML)], None).unwrap_err();
     assert!(matches!(errors.first().reason, Reason::FileSet(_)));
@@ -342,4 +367,92 @@ fn spin_us_only_with_spin_then_wait() {
         &eight_cores(),
     );
     assert!(ok.is_ok());
+}
+
+/// The dotted path of every `key = value` line of a TOML file without inline tables, as
+/// tuning errors name keys (`cluster.members[1].peer_addr`), with the line's number.
+fn key_lines(text: &str) -> Vec<(usize, String)> {
+    let mut table = String::new();
+    let mut arrays: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if let Some(name) = line.strip_prefix("[[").and_then(|l| l.strip_suffix("]]")) {
+            let k = arrays.entry(name.to_owned()).or_insert(usize::MAX);
+            *k = k.wrapping_add(1);
+            table = format!("{name}[{k}]");
+        } else if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            // A sub-table of the latest element of an array of tables (`[hosts.cores]`).
+            table = match arrays
+                .iter()
+                .filter(|(array, _)| name.starts_with(&format!("{array}.")))
+                .max_by_key(|(array, _)| array.len())
+            {
+                Some((array, k)) => format!("{array}[{k}]{}", &name[array.len()..]),
+                None => name.to_owned(),
+            };
+        } else if let Some((key, _)) = line.split_once('=').filter(|_| !line.starts_with('#')) {
+            out.push((n, format!("{table}.{}", key.trim())));
+        }
+    }
+    out
+}
+
+/// Every value of the embedded local file, replaced in turn by each of a set of hostile
+/// values (wrong types, negatives, zero, overflows, an empty string): the file either still
+/// validates or is refused with an error naming the replaced key, the file and the line.
+/// Never a panic, never an error that names nothing.
+#[test]
+fn every_value_replaced_by_a_hostile_one_is_accepted_or_refused_naming_its_key() {
+    const HOSTILE: [&str; 10] = [
+        "-1",
+        "0",
+        "18446744073709551616",
+        "1e309",
+        "0.5",
+        "\"\"",
+        "\"x\"",
+        "true",
+        "[]",
+        "{}",
+    ];
+    let lines: Vec<&str> = LOCAL_TOML.lines().collect();
+    let keys = key_lines(LOCAL_TOML);
+    assert!(keys.len() > 60, "only {} keys found", keys.len());
+    let (mut accepted, mut refused) = (0, 0);
+    for (n, path) in &keys {
+        for value in HOSTILE {
+            let key = lines[*n].split_once('=').expect("a key line").0;
+            let mut text: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
+            text[*n] = format!("{key}= {value}");
+            let text = text.join("\n");
+            let parsed = std::panic::catch_unwind(|| {
+                LocalCluster::parse("local.toml", &text, Some(&two_cores()))
+            })
+            .unwrap_or_else(|_| panic!("parse panicked with {path} = {value}"));
+            let Err(errors) = parsed else {
+                accepted += 1;
+                continue;
+            };
+            refused += 1;
+            let named = errors
+                .errors
+                .iter()
+                .find(|e| e.key == *path || e.key.starts_with(&format!("{path}[")));
+            let Some(error) = named else {
+                panic!("{path} = {value}: no error names the key: {errors}");
+            };
+            let shown = error.to_string();
+            assert!(
+                shown.starts_with("local.toml:") && error.location.is_some_and(|l| l.line == n + 1),
+                "{path} = {value}: error without the file or the line: {shown}"
+            );
+        }
+    }
+    // Most hostile values are refused; a few are valid settings (0 provided buffers, an
+    // empty `preferred_leaders`, `fsync = true`...).
+    assert!(
+        refused > 8 * accepted,
+        "{refused} refused, {accepted} accepted"
+    );
 }

@@ -70,7 +70,8 @@ pub struct TuningError {
     /// Where the key is in the file, when it appears there.
     pub location: Option<Location>,
     /// Path of the key, prefixed by the file kind for a single-kind file (`cluster.`,
-    /// `host.`); empty for errors about the whole file.
+    /// `host.`); empty for errors about the whole file. A syntax error on a key's line
+    /// names the key as written in the file (the file's kind is not known then).
     pub key: String,
     /// What is wrong.
     #[source]

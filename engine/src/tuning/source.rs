@@ -38,10 +38,14 @@ impl Source {
             Ok(document) => document,
             Err(error) => {
                 let location = error.span().map(|span| location_of(&text, span.start));
+                let key = error
+                    .span()
+                    .and_then(|span| key_on_line(&text, span.start))
+                    .unwrap_or_default();
                 return Err(TuningError {
                     file: name.to_owned(),
                     location,
-                    key: String::new(),
+                    key,
                     reason: Reason::Syntax(error.message().trim().to_owned()),
                 }
                 .into());
@@ -172,6 +176,53 @@ fn quoted_after<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
     let rest = rest.strip_prefix('`')?;
     let end = rest.find('`')?;
     Some(&rest[..end])
+}
+
+/// The path of the `key = value` line holding byte `offset`, read from the table headers
+/// above it, for a syntax error (no document to ask): an integer over 64 bits is one, and
+/// is best reported at its key. The path is as written in the file, without the
+/// `cluster.`/`host.` prefix the file's kind would add (the kind is not known yet). `None`
+/// when the line is not a key's.
+fn key_on_line(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let start = text[..offset].rfind('\n').map_or(0, |newline| newline + 1);
+    let line = text[start..].lines().next().unwrap_or("").trim_start();
+    if line.starts_with(['#', '[']) {
+        return None;
+    }
+    let (key, _) = line.split_once('=')?;
+    // Arrays of tables seen so far, with the index of their latest element.
+    let mut arrays: Vec<(&str, usize)> = Vec::new();
+    let mut table = String::new();
+    for header in text[..start].lines().map(str::trim) {
+        let header = header.split_once('#').map_or(header, |(h, _)| h).trim_end();
+        if let Some(name) = header.strip_prefix("[[").and_then(|h| h.strip_suffix("]]")) {
+            let name = name.trim();
+            match arrays.iter_mut().find(|(array, _)| *array == name) {
+                Some((_, k)) => *k += 1,
+                None => arrays.push((name, 0)),
+            }
+            let k = arrays
+                .iter()
+                .find(|(array, _)| *array == name)
+                .map_or(0, |a| a.1);
+            table = format!("{name}[{k}]");
+        } else if let Some(name) = header.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            let name = name.trim();
+            // A sub-table of an array's latest element (`[hosts.cores]` after `[[hosts]]`).
+            table = match arrays
+                .iter()
+                .filter(|(array, _)| {
+                    name.starts_with(array) && name[array.len()..].starts_with('.')
+                })
+                .max_by_key(|(array, _)| array.len())
+            {
+                Some((array, k)) => format!("{array}[{k}]{}", &name[array.len()..]),
+                None => name.to_owned(),
+            };
+        }
+    }
+    Some(join(&table, key.trim()))
 }
 
 /// 1-based line and column (in characters) of byte `offset`.
