@@ -11,8 +11,9 @@
 //! ```
 //!
 //! A stop request drains: new requests get `Busy`, accepted ones are answered, a leader
-//! waits (bounded by `drain_timeout`) until every follower holds its commit index, the
-//! log is synced and the applier has applied everything committed.
+//! waits (bounded by `drain_timeout`) until every follower it heard from within an
+//! election timeout holds its commit index, the log is synced and the applier has
+//! applied everything committed.
 
 mod apply_gate;
 mod convert;

@@ -151,6 +151,9 @@ struct State {
     gate: ApplyGate,
     /// Follower: when to report the applied index to the leader.
     reports: ReportCadence,
+    /// When each peer's last Raft message arrived (leader: which followers a drain waits
+    /// for).
+    heard: Vec<(u64, Instant)>,
 }
 
 /// A running shard: the core, its log, and the node's transport.
@@ -211,6 +214,7 @@ impl Shard {
                 applied_seen: 0,
                 gate,
                 reports,
+                heard: Vec::new(),
             },
         }
     }
@@ -600,6 +604,7 @@ impl State {
             ));
             return Ok(());
         }
+        self.heard_from(node);
         if let net::wire::ArchivedRaftBody::Applied { index } = &m.body {
             if !payload.is_empty() {
                 self.frames_rejected += 1;
@@ -1078,14 +1083,32 @@ impl State {
             return false;
         }
         if self.replica.role() == Role::Leader {
+            // Only followers heard from within an election timeout: a dead or cut-off one
+            // cannot catch up, and would only make the drain wait out its timeout.
+            let now = Instant::now();
             return self
                 .replica
                 .status()
                 .progress
                 .iter()
-                .all(|p| p.match_index >= commit);
+                .all(|p| p.match_index >= commit || !self.heard_within(p.id, now));
         }
         true
+    }
+
+    fn heard_from(&mut self, node: u64) {
+        let now = Instant::now();
+        match self.heard.iter_mut().find(|(id, _)| *id == node) {
+            Some((_, at)) => *at = now,
+            None => self.heard.push((node, now)),
+        }
+    }
+
+    /// Whether `node` sent a Raft message within the last election timeout.
+    fn heard_within(&self, node: u64, now: Instant) -> bool {
+        self.heard.iter().any(|&(id, at)| {
+            id == node && now.saturating_duration_since(at) < self.settings.report_stale_after
+        })
     }
 }
 
