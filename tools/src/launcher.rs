@@ -359,6 +359,15 @@ impl Cluster {
         self.tuning.cluster.members.iter().find(|m| m.node_id == id)
     }
 
+    /// Node `id`'s data directory.
+    pub fn data_dir(&self, id: u64) -> Option<&Path> {
+        self.tuning
+            .hosts
+            .iter()
+            .find(|h| h.node_id == id)
+            .map(|h| h.data_dir.as_path())
+    }
+
     /// A client connected to every node. Client ids live in their own range, above any
     /// node id, because the transport tells connections apart by the id they announce.
     pub fn client(&self, client_id: u64) -> Result<Client, LaunchError> {
