@@ -50,7 +50,9 @@ impl Mount {
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
+        // Lazily: on a failed run the node may still hold files there; the mount goes as
+        // soon as the launcher has killed it.
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
 
