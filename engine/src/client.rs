@@ -45,6 +45,9 @@ pub struct Client {
     shard: u32,
     /// Replies that arrived while waiting for another one.
     stash: BTreeMap<u64, Reply>,
+    /// Connections lost so far, per node: a request waiting on a node whose count moved
+    /// will get no answer.
+    lost: BTreeMap<u64, u64>,
 }
 
 impl std::fmt::Debug for Client {
@@ -78,6 +81,7 @@ impl Client {
             next_request: 1,
             shard: 0,
             stash: BTreeMap::new(),
+            lost: BTreeMap::new(),
         })
     }
 
@@ -185,23 +189,28 @@ impl Client {
             on_reply(reply);
         }
         let mut got = Vec::new();
+        let mut down = Vec::new();
         let idle = if wait.is_zero() {
             Idle::Spin
         } else {
             Idle::Wait(wait)
         };
-        self.transport.poll(idle, |event| {
-            if let Event::Frame {
+        self.transport.poll(idle, |event| match event {
+            Event::Frame {
                 from: Origin::Peer(node),
                 message: net::Message::Client(m),
                 ..
-            } = event
-            {
+            } => {
                 if let Some(reply) = owned_reply(m) {
                     got.push((node, reply));
                 }
             }
+            Event::PeerDown { node, .. } => down.push(node),
+            _ => {}
         })?;
+        for node in down {
+            *self.lost.entry(node).or_default() += 1;
+        }
         for (node, reply) in got {
             self.learn_leader(node, &reply);
             on_reply(reply);
@@ -229,10 +238,25 @@ impl Client {
         }
     }
 
-    fn wait_for(&mut self, request_id: u64, deadline: Instant) -> Result<Reply, ClientError> {
+    fn lost_count(&self, node: u64) -> u64 {
+        self.lost.get(&node).copied().unwrap_or(0)
+    }
+
+    /// The reply to `request_id`, sent to `node` when its lost-connection count was
+    /// `lost`; `None` once that connection is gone (no answer can come on it).
+    fn wait_for(
+        &mut self,
+        request_id: u64,
+        node: u64,
+        lost: u64,
+        deadline: Instant,
+    ) -> Result<Option<Reply>, ClientError> {
         loop {
             if let Some(r) = self.stash.remove(&request_id) {
-                return Ok(r);
+                return Ok(Some(r));
+            }
+            if self.lost_count(node) != lost {
+                return Ok(None);
             }
             let now = Instant::now();
             if now >= deadline {
@@ -243,7 +267,9 @@ impl Client {
     }
 
     /// Sends a request built by `send` to the believed leader until `done` accepts a
-    /// reply (`Some`), following leader hints and backing off on `NotLeader`/`Busy`.
+    /// reply (`Some`), following leader hints and backing off on `NotLeader`/`Busy`. A
+    /// request whose connection is lost before its answer is sent again, to another node
+    /// when one leads (so a batch may be applied twice, as with [`SyncClient`]).
     fn call_leader<T>(
         &mut self,
         timeout: Duration,
@@ -255,6 +281,9 @@ impl Client {
             if Instant::now() >= deadline {
                 return Err(ClientError::NoLeader(timeout));
             }
+            // `send` addresses `target()`; nothing runs in between to change it.
+            let node = self.target();
+            let lost = self.lost_count(node);
             let id = match send(self) {
                 Ok(id) => id,
                 Err(ClientError::Send(_)) => {
@@ -264,8 +293,13 @@ impl Client {
                 }
                 Err(e) => return Err(e),
             };
-            let reply = match self.wait_for(id, deadline) {
-                Ok(r) => r,
+            let reply = match self.wait_for(id, node, lost, deadline) {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    self.leader = None;
+                    self.pump(Duration::from_millis(10))?;
+                    continue;
+                }
                 Err(ClientError::Timeout(_)) => return Err(ClientError::Timeout(timeout)),
                 Err(e) => return Err(e),
             };
@@ -342,10 +376,12 @@ impl Client {
             }
             self.pump(Duration::from_millis(5))?;
         }
+        let lost = self.lost_count(node);
         self.send(node, &ClientMessage::Status { request_id })?;
-        match self.wait_for(request_id, deadline) {
-            Ok(Reply::StatusReply { status, .. }) => Ok(status),
-            Ok(other) => Err(ClientError::Refused(format!("unexpected reply {other:?}"))),
+        match self.wait_for(request_id, node, lost, deadline) {
+            Ok(Some(Reply::StatusReply { status, .. })) => Ok(status),
+            Ok(Some(other)) => Err(ClientError::Refused(format!("unexpected reply {other:?}"))),
+            Ok(None) => Err(ClientError::NotConnected(node)),
             Err(ClientError::Timeout(_)) => Err(ClientError::Timeout(timeout)),
             Err(e) => Err(e),
         }
@@ -361,21 +397,23 @@ impl Client {
         let deadline = Instant::now() + timeout;
         let request_id = self.next_request;
         self.next_request += 1;
+        let lost = self.lost_count(via);
         self.send(via, &ClientMessage::TransferLeader { request_id, to })?;
-        match self.wait_for(request_id, deadline) {
-            Ok(Reply::AdminReply {
+        match self.wait_for(request_id, via, lost, deadline) {
+            Ok(Some(Reply::AdminReply {
                 status: ClientStatus::Ok,
                 ..
-            }) => Ok(()),
-            Ok(Reply::AdminReply {
+            })) => Ok(()),
+            Ok(Some(Reply::AdminReply {
                 status,
                 detail,
                 leader_hint,
                 ..
-            }) => Err(ClientError::Refused(format!(
+            })) => Err(ClientError::Refused(format!(
                 "{status:?} (leader hint {leader_hint:?}) {detail}"
             ))),
-            Ok(other) => Err(ClientError::Refused(format!("unexpected reply {other:?}"))),
+            Ok(Some(other)) => Err(ClientError::Refused(format!("unexpected reply {other:?}"))),
+            Ok(None) => Err(ClientError::NotConnected(via)),
             Err(ClientError::Timeout(_)) => Err(ClientError::Timeout(timeout)),
             Err(e) => Err(e),
         }
