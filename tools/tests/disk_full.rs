@@ -72,30 +72,49 @@ fn onto_tmpfs(dir: &Path, mib: u64) -> Option<Mount> {
     mount
 }
 
-#[test]
-fn a_follower_whose_disk_fills_stops_naming_it_and_the_others_lose_nothing() {
+/// Which node's disk fills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Victim {
+    Follower,
+    Leader,
+}
+
+/// Puts the victim's data directory on a tmpfs too small for its log, writes until it
+/// has stopped and 100 requests past that, then checks what every test here checks.
+fn fill_the_disk_of(victim: Victim) {
     let mut cluster = Cluster::start(Path::new(RAFTD), LOCAL_TOML).expect("start cluster");
     let mut client = cluster.client(11).expect("client");
     client.wait_connected(STEP).expect("connect");
     let leader = cluster.wait_leader(&mut client, STEP).expect("leader");
-    let full = cluster
-        .node_ids()
-        .into_iter()
-        .find(|&id| id != leader)
-        .expect("a follower");
+    let full = match victim {
+        // The preferred leader: once back, it takes the lead again (below).
+        Victim::Leader => leader,
+        Victim::Follower => cluster
+            .node_ids()
+            .into_iter()
+            .find(|&id| id != leader)
+            .expect("a follower"),
+    };
     let dir = cluster
         .data_dir(full)
         .expect("its data directory")
         .to_path_buf();
-    cluster.stop(full, STEP).expect("stop the follower");
+    cluster.stop(full, STEP).expect("stop the victim");
     // Room for the log's first segment and the one prepared after it (16 MiB each), not
-    // for a third: the follower's disk fills after about one segment of entries.
+    // for a third: the disk fills after about one segment of entries.
     let Some(_mount) = onto_tmpfs(&dir, 40) else {
         return;
     };
     cluster.restart(full).expect("restart on the small disk");
+    client.set_leader(None);
+    let deadline = Instant::now() + STEP;
+    while cluster.wait_leader(&mut client, STEP).expect("leader") != leader {
+        assert!(Instant::now() < deadline, "node {leader} never led again");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
-    // Writes go on until the follower has stopped (about 60,000 entries), and after.
+    // Writes go on until the victim has stopped (about 60,000 entries), and after (puts
+    // are idempotent, so a batch sent twice is harmless).
     let mut next = 0u64;
     let mut last = 0;
     let mut stopped_at = None;
@@ -106,6 +125,8 @@ fn a_follower_whose_disk_fills_stops_naming_it_and_the_others_lose_nothing() {
             "node {full} still running after {next} entries"
         );
         let batch: Vec<Vec<u8>> = (next..next + 64).map(put).collect();
+        // A request the stopping leader leaves unanswered, the client sends again to the
+        // next leader itself: no submit fails.
         last = client
             .submit(batch, STEP)
             .unwrap_or_else(|e| panic!("submit at entry {next}: {e}"));
@@ -124,12 +145,18 @@ fn a_follower_whose_disk_fills_stops_naming_it_and_the_others_lose_nothing() {
                         "the error names neither the full disk nor the file:\n{tail}"
                     );
                     cluster.kill(full).expect("reap");
+                    if victim == Victim::Leader {
+                        client.set_leader(None);
+                        let new = cluster.wait_leader(&mut client, STEP).expect("new leader");
+                        assert_ne!(new, full);
+                    }
                     stopped_at = Some(next);
                 }
                 Err(e) => panic!("{e}"),
             }
         }
     }
+    let leader = cluster.wait_leader(&mut client, STEP).expect("leader");
 
     // Everything acknowledged is applied on the two nodes left, and reads see it.
     let deadline = Instant::now() + STEP;
@@ -163,4 +190,14 @@ fn a_follower_whose_disk_fills_stops_naming_it_and_the_others_lose_nothing() {
     assert!(exits.iter().all(|e| e.success), "{exits:?}");
     let log = cluster.log_tail(leader, 50);
     assert!(!log.contains("drain timed out"), "{log}");
+}
+
+#[test]
+fn a_follower_whose_disk_fills_stops_naming_it_and_the_others_lose_nothing() {
+    fill_the_disk_of(Victim::Follower);
+}
+
+#[test]
+fn a_leader_whose_disk_fills_stops_naming_it_and_its_successor_loses_nothing() {
+    fill_the_disk_of(Victim::Leader);
 }
