@@ -45,9 +45,10 @@ pub struct Client {
     shard: u32,
     /// Replies that arrived while waiting for another one.
     stash: BTreeMap<u64, Reply>,
-    /// Connections lost so far, per node: a request waiting on a node whose count moved
-    /// will get no answer.
-    lost: BTreeMap<u64, u64>,
+    /// Requests sent and not answered yet: the node each went to.
+    pending: BTreeMap<u64, u64>,
+    /// Requests whose connection closed before their answer, not yet taken.
+    lost: Vec<u64>,
 }
 
 impl std::fmt::Debug for Client {
@@ -81,7 +82,8 @@ impl Client {
             next_request: 1,
             shard: 0,
             stash: BTreeMap::new(),
-            lost: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            lost: Vec::new(),
         })
     }
 
@@ -147,10 +149,14 @@ impl Client {
         })
     }
 
-    fn send(&mut self, node: u64, msg: &ClientMessage) -> Result<(), ClientError> {
+    /// Sends request `request_id` to `node` and tracks it until its answer, or until its
+    /// connection closes first ([`Client::take_lost`]).
+    fn send(&mut self, node: u64, request_id: u64, msg: &ClientMessage) -> Result<(), ClientError> {
         self.transport
             .send(Dest::Peer(node), self.shard, msg, &[])
-            .map_err(ClientError::Send)
+            .map_err(ClientError::Send)?;
+        self.pending.insert(request_id, node);
+        Ok(())
     }
 
     /// Sends a batch of commands to the believed leader without waiting; the reply comes
@@ -161,6 +167,7 @@ impl Client {
         let node = self.target();
         self.send(
             node,
+            request_id,
             &ClientMessage::Submit {
                 request_id,
                 payloads,
@@ -174,8 +181,15 @@ impl Client {
         let request_id = self.next_request;
         self.next_request += 1;
         let node = self.target();
-        self.send(node, &ClientMessage::Read { request_id, key })?;
+        self.send(node, request_id, &ClientMessage::Read { request_id, key })?;
         Ok(request_id)
+    }
+
+    /// Requests sent with [`Client::send_submit`] or [`Client::send_read`] whose connection
+    /// closed before their answer came (seen by [`Client::poll`]): no answer will come.
+    /// Their outcome is unknown; a submit sent again may be applied twice.
+    pub fn take_lost(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.lost)
     }
 
     /// Runs the transport for up to `wait` and hands every reply that arrived to
@@ -208,8 +222,20 @@ impl Client {
             Event::PeerDown { node, .. } => down.push(node),
             _ => {}
         })?;
+        for (_, reply) in &got {
+            self.pending.remove(&reply.request_id());
+        }
         for node in down {
-            *self.lost.entry(node).or_default() += 1;
+            if self.leader == Some(node) {
+                self.leader = None;
+            }
+            // Answers come on the connection the request went out on; it is gone.
+            self.pending.retain(|&id, &mut to| {
+                if to == node {
+                    self.lost.push(id);
+                }
+                to != node
+            });
         }
         for (node, reply) in got {
             self.learn_leader(node, &reply);
@@ -238,28 +264,24 @@ impl Client {
         }
     }
 
-    fn lost_count(&self, node: u64) -> u64 {
-        self.lost.get(&node).copied().unwrap_or(0)
-    }
-
-    /// The reply to `request_id`, sent to `node` when its lost-connection count was
-    /// `lost`; `None` once that connection is gone (no answer can come on it).
+    /// The reply to `request_id`; `None` once its connection is gone (no answer can come).
     fn wait_for(
         &mut self,
         request_id: u64,
-        node: u64,
-        lost: u64,
         deadline: Instant,
     ) -> Result<Option<Reply>, ClientError> {
         loop {
             if let Some(r) = self.stash.remove(&request_id) {
                 return Ok(Some(r));
             }
-            if self.lost_count(node) != lost {
+            if let Some(at) = self.lost.iter().position(|&id| id == request_id) {
+                self.lost.swap_remove(at);
                 return Ok(None);
             }
             let now = Instant::now();
             if now >= deadline {
+                // No answer is awaited any more.
+                self.pending.remove(&request_id);
                 return Err(ClientError::Timeout(Duration::ZERO));
             }
             self.pump((deadline - now).min(Duration::from_millis(5)))?;
@@ -281,9 +303,6 @@ impl Client {
             if Instant::now() >= deadline {
                 return Err(ClientError::NoLeader(timeout));
             }
-            // `send` addresses `target()`; nothing runs in between to change it.
-            let node = self.target();
-            let lost = self.lost_count(node);
             let id = match send(self) {
                 Ok(id) => id,
                 Err(ClientError::Send(_)) => {
@@ -293,7 +312,7 @@ impl Client {
                 }
                 Err(e) => return Err(e),
             };
-            let reply = match self.wait_for(id, node, lost, deadline) {
+            let reply = match self.wait_for(id, deadline) {
                 Ok(Some(r)) => r,
                 Ok(None) => {
                     self.leader = None;
@@ -376,9 +395,8 @@ impl Client {
             }
             self.pump(Duration::from_millis(5))?;
         }
-        let lost = self.lost_count(node);
-        self.send(node, &ClientMessage::Status { request_id })?;
-        match self.wait_for(request_id, node, lost, deadline) {
+        self.send(node, request_id, &ClientMessage::Status { request_id })?;
+        match self.wait_for(request_id, deadline) {
             Ok(Some(Reply::StatusReply { status, .. })) => Ok(status),
             Ok(Some(other)) => Err(ClientError::Refused(format!("unexpected reply {other:?}"))),
             Ok(None) => Err(ClientError::NotConnected(node)),
@@ -397,9 +415,12 @@ impl Client {
         let deadline = Instant::now() + timeout;
         let request_id = self.next_request;
         self.next_request += 1;
-        let lost = self.lost_count(via);
-        self.send(via, &ClientMessage::TransferLeader { request_id, to })?;
-        match self.wait_for(request_id, via, lost, deadline) {
+        self.send(
+            via,
+            request_id,
+            &ClientMessage::TransferLeader { request_id, to },
+        )?;
+        match self.wait_for(request_id, deadline) {
             Ok(Some(Reply::AdminReply {
                 status: ClientStatus::Ok,
                 ..
