@@ -186,6 +186,14 @@ pub fn closed_loop(
                     }
                     let mut replies = Vec::new();
                     client.poll(Duration::from_millis(1), |r| replies.push(r))?;
+                    // Batches whose connection closed unanswered (a node went down): sent
+                    // again, like refused ones (puts are idempotent).
+                    for id in client.take_lost() {
+                        if let Some((_, batch)) = inflight.remove(&id) {
+                            retries += 1;
+                            resend.push(batch);
+                        }
+                    }
                     for reply in replies {
                         let Reply::Reply {
                             request_id, status, ..
@@ -217,6 +225,9 @@ pub fn closed_loop(
                 while !inflight.is_empty() && Instant::now() < deadline {
                     let mut replies = Vec::new();
                     client.poll(Duration::from_millis(1), |r| replies.push(r))?;
+                    for id in client.take_lost() {
+                        inflight.remove(&id);
+                    }
                     for reply in replies {
                         if let Reply::Reply {
                             request_id,

@@ -520,7 +520,11 @@ fn two_shards_per_node_spread_their_leaders_and_both_converge() {
 /// leader nothing is answered, and every scheduled request is counted.
 #[test]
 fn the_open_loop_probe_counts_requests_a_frozen_leader_never_answers() {
-    let (mut cluster, mut client, leader) = started(LOCAL_TOML, 7);
+    // A fixed leader: only it can answer `Ok`. Otherwise a probe request that finds no
+    // connection to it (a handshake still under way on a loaded machine) goes to another
+    // node, and an election during the 5 s the probe waits could answer it.
+    let text = tuning_with(&[("# fixed_leader = 1", "fixed_leader = 1")]);
+    let (mut cluster, mut client, leader) = started(&text, 7);
     client.set_leader(Some(leader));
     cluster.freeze(leader, true).expect("SIGSTOP");
     let r = tools::load::open_loop(&mut client, 200, Duration::from_millis(500), 64);
@@ -690,4 +694,46 @@ fn hostile_connections_are_closed_alone_while_writes_go_on_and_none_is_lost() {
             "the leader's log names no {reason:?} closing:\n{log}"
         );
     }
+}
+
+#[test]
+fn the_closed_loop_load_goes_on_through_a_killed_leader() {
+    let (mut cluster, mut client, leader) = started(LOCAL_TOML, 9);
+    let cfg = tools::load::ClosedLoop {
+        clients: 2,
+        window: 4,
+        batch: 16,
+        payload_bytes: 64,
+        duration: Duration::from_secs(4),
+    };
+    let clients: Vec<engine::client::Client> = (0..2)
+        .map(|c| cluster.client(20 + c).expect("client"))
+        .collect();
+    let mut clients = clients.into_iter();
+    let load = std::thread::spawn(move || {
+        tools::load::closed_loop(|_| Ok(clients.next().expect("two clients")), cfg)
+    });
+    // Kill the leader with the load's batches in flight to it.
+    std::thread::sleep(Duration::from_secs(1));
+    let before = client.status(leader, STEP).expect("status").commit;
+    cluster.kill(leader).expect("kill the leader");
+    client.set_leader(None);
+    let new = cluster.wait_leader(&mut client, STEP).expect("new leader");
+    assert_ne!(new, leader);
+
+    // The batches the dead leader left unanswered were sent again to the new one, and the
+    // load went on there.
+    let result = load
+        .join()
+        .expect("load thread")
+        .expect("the load ran to its end");
+    let after = client.status(new, STEP).expect("status").commit;
+    assert!(result.retries > 0, "{result:?}");
+    assert!(
+        after > before + 100,
+        "no progress after failover: {before} -> {after}"
+    );
+    cluster.restart(leader).expect("restart the old leader");
+    let converged = wait_converged(&mut cluster, after, STEP);
+    assert_eq!(converged.len(), 3, "{converged:?}");
 }
