@@ -187,7 +187,8 @@ impl Client {
 
     /// Requests sent with [`Client::send_submit`] or [`Client::send_read`] whose connection
     /// closed before their answer came (seen by [`Client::poll`]): no answer will come.
-    /// Their outcome is unknown; a submit sent again may be applied twice.
+    /// Their outcome is unknown; a submit sent again may be applied twice. Callers of
+    /// `poll` take them after each call (they are kept until taken).
     pub fn take_lost(&mut self) -> Vec<u64> {
         std::mem::take(&mut self.lost)
     }

@@ -365,6 +365,11 @@ pub fn open_loop(
             .min(Duration::from_millis(1));
         let mut replies = Vec::new();
         client.poll(wait, |r| replies.push(r))?;
+        // A request whose connection closed will not be answered: stop waiting for it (it
+        // counts as unanswered).
+        for id in client.take_lost() {
+            inflight.remove(&id);
+        }
         for reply in replies {
             let id = reply.request_id();
             let Some(intended) = inflight.remove(&id) else {
