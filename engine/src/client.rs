@@ -315,8 +315,8 @@ impl Client {
             };
             let reply = match self.wait_for(id, deadline) {
                 Ok(Some(r)) => r,
+                // `poll` dropped the leader guess with the connection.
                 Ok(None) => {
-                    self.leader = None;
                     self.pump(Duration::from_millis(10))?;
                     continue;
                 }

@@ -1084,7 +1084,9 @@ impl State {
         }
         if self.replica.role() == Role::Leader {
             // Only followers heard from within an election timeout: a dead or cut-off one
-            // cannot catch up, and would only make the drain wait out its timeout.
+            // cannot catch up, and would only make the drain wait out its timeout. (Not
+            // the core's `recently_active`: check-quorum clears it each election timeout,
+            // so right after a clear a live, lagging follower would not be waited for.)
             let now = Instant::now();
             return self
                 .replica

@@ -198,14 +198,16 @@ fn key_on_line(text: &str, offset: usize) -> Option<String> {
         let header = header.split_once('#').map_or(header, |(h, _)| h).trim_end();
         if let Some(name) = header.strip_prefix("[[").and_then(|h| h.strip_suffix("]]")) {
             let name = name.trim();
-            match arrays.iter_mut().find(|(array, _)| *array == name) {
-                Some((_, k)) => *k += 1,
-                None => arrays.push((name, 0)),
-            }
-            let k = arrays
-                .iter()
-                .find(|(array, _)| *array == name)
-                .map_or(0, |a| a.1);
+            let k = match arrays.iter_mut().find(|(array, _)| *array == name) {
+                Some((_, k)) => {
+                    *k += 1;
+                    *k
+                }
+                None => {
+                    arrays.push((name, 0));
+                    0
+                }
+            };
             table = format!("{name}[{k}]");
         } else if let Some(name) = header.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
             let name = name.trim();
