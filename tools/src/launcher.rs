@@ -289,7 +289,7 @@ impl Cluster {
                 child: None,
                 log_path,
             });
-            cluster.spawn(id)?;
+            cluster.spawn(id, true)?;
         }
         Ok(cluster)
     }
@@ -320,7 +320,8 @@ impl Cluster {
             .ok_or_else(|| LaunchError::Other(format!("no node {id}")))
     }
 
-    fn spawn(&mut self, id: u64) -> Result<(), LaunchError> {
+    /// Starts node `id`'s raftd; `init` on its first start only (a fresh data directory).
+    fn spawn(&mut self, id: u64, init: bool) -> Result<(), LaunchError> {
         let ports: Vec<String> = self.ports.ports().iter().map(u16::to_string).collect();
         let raftd = self.raftd.clone();
         let prefix = self.prefix.clone();
@@ -341,6 +342,7 @@ impl Cluster {
             .arg(ports.join(","))
             .arg("--data-root")
             .arg(data_root)
+            .args(init.then_some("--init"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -507,7 +509,7 @@ impl Cluster {
         if self.node_mut(id)?.child.is_some() {
             return Err(LaunchError::Other(format!("node {id} is running")));
         }
-        self.spawn(id)
+        self.spawn(id, false)
     }
 
     /// Stops every node gracefully and returns each exit. Leaders of shard 0 go first:

@@ -3,9 +3,14 @@
 //! call [`main_with`].
 //!
 //! ```text
+//! raftd --cluster tuning/cluster.toml --host tuning/host.toml --init   # first start only
 //! raftd --cluster tuning/cluster.toml --host tuning/host.toml
 //! raftd --local tuning/local.toml --node 2      # one node of a local-cluster file
 //! ```
+//!
+//! `--init` formats an empty data directory for a new node of a new cluster; without it
+//! raftd starts only on a data directory holding this node's state
+//! (`engine::node::identity`).
 //!
 //! SIGTERM or SIGINT start a graceful stop: new requests are refused, accepted ones are
 //! answered, followers are given (bounded) time to catch up, the log is synced, and the
@@ -47,6 +52,12 @@ pub struct Args {
     /// Seed for election jitter (default: from the clock).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// First start of a new node of a new cluster: format its empty data directory. Every
+    /// later start goes without it, and raftd refuses a data directory that holds no state
+    /// unless given it. Never use it to bring back a node that lost its data: that node
+    /// could vote twice in one term and lose acknowledged writes.
+    #[arg(long)]
+    pub init: bool,
 }
 
 fn load(args: &Args) -> Result<NodeTuning, String> {
@@ -85,8 +96,13 @@ fn load(args: &Args) -> Result<NodeTuning, String> {
 /// picked the ports can pick others and start again.
 pub const EXIT_ADDRESS_IN_USE: u8 = 3;
 
+/// raftd's exit code when its data directory is not this node's, or holds no state and
+/// `--init` was not given (or holds state and it was).
+pub const EXIT_DATA_DIR: u8 = 4;
+
 /// Runs one node until SIGTERM/SIGINT; exit code 0 after a clean drain, 2 for bad
-/// tuning, [`EXIT_ADDRESS_IN_USE`] when a listen address is taken, 1 for anything else.
+/// tuning, [`EXIT_ADDRESS_IN_USE`] when a listen address is taken, [`EXIT_DATA_DIR`] when
+/// the data directory is refused, 1 for anything else.
 pub fn main_with(args: Args) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -115,6 +131,7 @@ pub fn main_with(args: Args) -> ExitCode {
     let options = NodeOptions {
         drain_timeout: Duration::from_millis(args.drain_timeout_ms),
         seed: args.seed,
+        init: args.init,
     };
     match node::run(&tuning, &stop, &options) {
         Ok(reports) => {
@@ -128,6 +145,8 @@ pub fn main_with(args: Args) -> ExitCode {
             eprintln!("raftd: {e}");
             if e.is_address_in_use() {
                 ExitCode::from(EXIT_ADDRESS_IN_USE)
+            } else if matches!(e, node::NodeError::DataDir(_)) {
+                ExitCode::from(EXIT_DATA_DIR)
             } else {
                 ExitCode::from(1)
             }

@@ -1,6 +1,7 @@
 //! A 3-node cluster of real raftd processes on loopback: election, replication, a
 //! follower restart, convergence, the preferred leader, leadership transfer, fixed-leader
-//! mode, graceful drain, a bad tuning file, and hostile connections during writes.
+//! mode, graceful drain, a bad tuning file, a node whose data was lost or is another's, and
+//! hostile connections during writes.
 //!
 //! Every test bounds its time, uses loopback ports leased by the launcher and a temporary
 //! data directory, and stops its processes (the launcher kills them on drop).
@@ -223,6 +224,91 @@ fn three_nodes_elect_replicate_survive_a_follower_restart_and_converge() {
     }
     let hashes: Vec<u64> = exits.iter().map(|e| e.reports[0].state_hash).collect();
     assert!(hashes.windows(2).all(|w| w[0] == w[1]), "{hashes:?}");
+}
+
+/// Waits until node `id` exits (no other may) and returns its exit code and log tail.
+fn exit_of(cluster: &mut Cluster, id: u64) -> (Option<i32>, String) {
+    let deadline = Instant::now() + STEP;
+    loop {
+        match cluster.check_alive() {
+            Ok(()) => {}
+            Err(LaunchError::Exited {
+                node, code, tail, ..
+            }) => {
+                assert_eq!(node, id, "only node {id} may exit: {tail}");
+                cluster.kill(id).expect("reap");
+                return (code, tail);
+            }
+            Err(e) => panic!("{e}"),
+        }
+        assert!(Instant::now() < deadline, "node {id} still running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_follower_that_lost_its_data_is_refused_and_starts_again_once_it_is_back() {
+    let (mut cluster, mut client, leader) = started(LOCAL_TOML, 12);
+    let mut last = 0;
+    for i in 0..100 {
+        last = client.submit(vec![put(i)], STEP).expect("submit");
+    }
+    let follower = cluster
+        .node_ids()
+        .into_iter()
+        .find(|&n| n != leader)
+        .expect("follower");
+    let dir = cluster.data_dir(follower).expect("data dir").to_path_buf();
+    cluster.stop(follower, STEP).expect("stop the follower");
+
+    // Its data is gone (moved aside): it would start at term 0 with no vote, so it must not
+    // start at all, and it says why.
+    let aside = dir.with_extension("aside");
+    std::fs::rename(&dir, &aside).expect("move the data aside");
+    cluster.restart(follower).expect("restart without data");
+    let (code, tail) = exit_of(&mut cluster, follower);
+    assert_eq!(code, Some(4), "{tail}");
+    assert!(
+        tail.contains("holds no state") && tail.contains("--init") && tail.contains("vote twice"),
+        "the refusal does not say why:\n{tail}"
+    );
+    assert!(
+        tail.contains(&dir.display().to_string()),
+        "names the directory:\n{tail}"
+    );
+
+    // Another node's data is refused too, naming both nodes.
+    let other = cluster
+        .data_dir(leader)
+        .expect("leader's data dir")
+        .to_path_buf();
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(&other)
+        .arg(&dir)
+        .status()
+        .expect("cp runs");
+    assert!(copied.success());
+    cluster
+        .restart(follower)
+        .expect("restart on the leader's data");
+    let (code, tail) = exit_of(&mut cluster, follower);
+    assert_eq!(code, Some(4), "{tail}");
+    let says =
+        format!("holds the state of node {leader} of cluster 1, and this is node {follower}");
+    assert!(tail.contains(&says), "{tail}");
+
+    // The two others went on; with its own data back the follower starts and catches up.
+    for i in 100..200 {
+        last = client.submit(vec![put(i)], STEP).expect("submit");
+    }
+    std::fs::remove_dir_all(&dir).expect("drop the copy");
+    std::fs::rename(&aside, &dir).expect("bring the data back");
+    cluster.restart(follower).expect("restart on its own data");
+    let converged = wait_converged(&mut cluster, last, STEP);
+    assert_eq!(converged.len(), 3, "{converged:?}");
+    let exits = cluster.stop_all(STEP).expect("stop");
+    assert!(exits.iter().all(|e| e.success), "{exits:?}");
 }
 
 #[test]

@@ -17,6 +17,7 @@
 
 mod apply_gate;
 mod convert;
+pub mod identity;
 mod machine;
 mod port;
 mod shard;
@@ -56,6 +57,10 @@ pub enum NodeError {
     Config(String),
     #[error("corrupt data: {0}")]
     Corrupt(String),
+    /// The data directory is not this node's, or holds no state and `init` was not given
+    /// (see [`identity`]).
+    #[error("data directory: {0}")]
+    DataDir(String),
     #[error("thread {0}: {1}")]
     Thread(&'static str, String),
 }
@@ -74,6 +79,9 @@ pub struct NodeOptions {
     pub drain_timeout: Duration,
     /// Seeds election jitter; `None` derives one from the clock and node id.
     pub seed: Option<u64>,
+    /// This is a new node of a new cluster: format its empty data directory. Without it a
+    /// node starts only on a data directory holding its own state ([`identity`]).
+    pub init: bool,
 }
 
 impl Default for NodeOptions {
@@ -81,6 +89,7 @@ impl Default for NodeOptions {
         NodeOptions {
             drain_timeout: Duration::from_secs(5),
             seed: None,
+            init: false,
         }
     }
 }
@@ -268,6 +277,7 @@ pub fn run(
     let count = tuning.cluster.shards.count;
     assert!(count >= 1, "validated: at least one shard");
     let a = &tuning.host.applier;
+    let start = identity::check(tuning, options.init)?;
     let doorbell = Doorbell::new();
     let mut parts = Vec::with_capacity(count as usize);
     let mut appliers = Vec::with_capacity(count as usize);
@@ -286,6 +296,12 @@ pub fn run(
             LogSource::new(opened.log.reader()),
         ));
         parts.push((shard_id, opened, shard_link, kv));
+    }
+    // Last, once every shard's storage exists: an `--init` cut short before this line
+    // leaves shard state without an identity, which the next start adopts.
+    if start == identity::Start::Record {
+        identity::record(tuning)?;
+        info!(node = tuning.host.node_id, dir = %tuning.host.data_dir.display(), "identity recorded");
     }
     let applier = Applier::new(tuning.host.applier_config(), doorbell, appliers)
         .spawn()

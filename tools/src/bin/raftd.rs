@@ -1,6 +1,7 @@
 //! raftd: runs one node of a cluster from its tuning files.
 //!
 //! ```text
+//! raftd --cluster tuning/cluster.toml --host tuning/host.toml --init   # first start only
 //! raftd --cluster tuning/cluster.toml --host tuning/host.toml
 //! raftd --local tuning/local.toml --node 2      # one node of a local-cluster file
 //! ```

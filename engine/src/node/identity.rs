@@ -1,0 +1,312 @@
+//! Whose state a data directory holds, and whether a node may start on it.
+//!
+//! A node that lost its data directory and came back under its old id would start at term 0
+//! with no vote. It could then vote a second time in a term it had already voted in, help
+//! elect a second leader for that term, and so lose writes that were acknowledged. Raft is
+//! only safe if a vote, once cast, is never forgotten. So a node starts only on:
+//!
+//! - a data directory whose `identity.toml` names this cluster, this node and this shard
+//!   count, and where every shard still has its hard state; or
+//! - an empty (or absent) data directory when told explicitly that this is a new node of a
+//!   new cluster (`raftd --init`); the identity is written once the shards' storage exists.
+//!
+//! A directory with shard state but no identity (written by a build before identities, or
+//! by an `--init` interrupted before its last step) is adopted: its state is its own.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{shard_dir, NodeError};
+use crate::tuning::NodeTuning;
+
+/// The identity file's name inside the data directory.
+pub const IDENTITY_FILE: &str = "identity.toml";
+
+/// The shard's hard state file, whose presence means the shard has state.
+const HARD_STATE_FILE: &str = "hard_state";
+
+/// This file format's version.
+const FORMAT: u32 = 1;
+
+/// What `identity.toml` holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Identity {
+    format: u32,
+    cluster_id: u64,
+    node_id: u64,
+    shards: u32,
+}
+
+impl Identity {
+    fn of(tuning: &NodeTuning) -> Self {
+        Identity {
+            format: FORMAT,
+            cluster_id: tuning.cluster.cluster_id,
+            node_id: tuning.host.node_id,
+            shards: tuning.cluster.shards.count,
+        }
+    }
+}
+
+/// How a node starts on its data directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The directory holds this node's state.
+    Existing,
+    /// No identity yet: write it with [`record`] once the shards' storage is open.
+    Record,
+}
+
+fn identity_path(tuning: &NodeTuning) -> PathBuf {
+    tuning.host.data_dir.join(IDENTITY_FILE)
+}
+
+fn refuse(message: String) -> NodeError {
+    NodeError::DataDir(message)
+}
+
+/// Decides whether this node may start on its data directory (`init`: the operator says it
+/// is a new node of a new cluster). Reads only; creates nothing.
+pub fn check(tuning: &NodeTuning, init: bool) -> Result<Start, NodeError> {
+    let dir = &tuning.host.data_dir;
+    let path = identity_path(tuning);
+    let want = Identity::of(tuning);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(refuse(format!("cannot read {}: {e}", path.display()))),
+    };
+    let Some(text) = text else {
+        let with_state: Vec<u32> = (0..want.shards).filter(|&s| has_state(tuning, s)).collect();
+        return match (with_state.first(), init) {
+            (Some(&shard), true) => Err(refuse(format!(
+                "--init formats only an empty data directory, and {} holds shard {shard}'s \
+                 state ({}) without an {IDENTITY_FILE}: start without --init to keep that state",
+                dir.display(),
+                hard_state_path(tuning, shard).display(),
+            ))),
+            (Some(_), false) => Ok(Start::Record),
+            (None, true) => Ok(Start::Record),
+            (None, false) => Err(refuse(format!(
+                "{} holds no state of node {}: no {IDENTITY_FILE} and no shard state. For a new \
+                 node of a new cluster, start it once with --init. A node that lost its data \
+                 must not rejoin under its old id: it could vote twice in one term and lose \
+                 acknowledged writes",
+                dir.display(),
+                want.node_id,
+            ))),
+        };
+    };
+    let found: Identity = toml::from_str(&text).map_err(|e| {
+        refuse(format!(
+            "{}: not a node identity: {}",
+            path.display(),
+            e.message()
+        ))
+    })?;
+    if found.format != FORMAT {
+        return Err(refuse(format!(
+            "{}: identity format {} (this build reads format {FORMAT})",
+            path.display(),
+            found.format
+        )));
+    }
+    if (found.cluster_id, found.node_id) != (want.cluster_id, want.node_id) {
+        return Err(refuse(format!(
+            "{} holds the state of node {} of cluster {}, and this is node {} of cluster {}: \
+             check the host file's node_id and data_dir",
+            dir.display(),
+            found.node_id,
+            found.cluster_id,
+            want.node_id,
+            want.cluster_id
+        )));
+    }
+    if found.shards != want.shards {
+        return Err(refuse(format!(
+            "{} holds {} shards, and the cluster file asks for {}: the shard count of an \
+             existing cluster cannot change",
+            dir.display(),
+            found.shards,
+            want.shards
+        )));
+    }
+    if init {
+        return Err(refuse(format!(
+            "--init formats only an empty data directory, and {} already holds node {}'s \
+             state: start without --init",
+            dir.display(),
+            want.node_id
+        )));
+    }
+    if let Some(lost) = (0..want.shards).find(|&s| !has_state(tuning, s)) {
+        return Err(refuse(format!(
+            "{} is missing: node {}'s state for shard {lost} was lost. A node that lost its \
+             state must not rejoin under its old id: it could vote twice in one term and \
+             lose acknowledged writes",
+            hard_state_path(tuning, lost).display(),
+            want.node_id
+        )));
+    }
+    Ok(Start::Existing)
+}
+
+fn hard_state_path(tuning: &NodeTuning, shard: u32) -> PathBuf {
+    shard_dir(tuning, shard).join(HARD_STATE_FILE)
+}
+
+fn has_state(tuning: &NodeTuning, shard: u32) -> bool {
+    hard_state_path(tuning, shard).exists()
+}
+
+/// Writes the identity: to a temporary file, synced, renamed into place, and the directory
+/// synced, so a crash leaves either no identity or the whole one.
+pub fn record(tuning: &NodeTuning) -> Result<(), NodeError> {
+    let path = identity_path(tuning);
+    let dir = &tuning.host.data_dir;
+    let text = format!(
+        "# Written once, when this node first started. raftd refuses to start on a data\n\
+         # directory whose identity is not its own. Do not copy or edit.\n{}",
+        toml::to_string(&Identity::of(tuning)).expect("identity serializes")
+    );
+    let io = |what: &str, at: &Path, e: std::io::Error| {
+        refuse(format!("cannot {what} {}: {e}", at.display()))
+    };
+    let tmp = dir.join(format!("{IDENTITY_FILE}.tmp"));
+    let mut file = File::create(&tmp).map_err(|e| io("create", &tmp, e))?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| io("write", &tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| io("rename into", &path, e))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io("sync", dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tuning::{LocalCluster, LOCAL_TOML};
+
+    fn node(root: &Path, id: u64) -> NodeTuning {
+        LocalCluster::parse("local.toml", LOCAL_TOML, None)
+            .expect("embedded tuning")
+            .with_data_root(root)
+            .node(id)
+            .expect("node")
+    }
+
+    /// What opening the shards' storage leaves behind (the hard state file is the marker).
+    fn open_shards(tuning: &NodeTuning) {
+        for s in 0..tuning.cluster.shards.count {
+            std::fs::create_dir_all(shard_dir(tuning, s)).expect("shard dir");
+            std::fs::write(hard_state_path(tuning, s), b"state").expect("hard state");
+        }
+    }
+
+    fn refusal(result: Result<Start, NodeError>) -> String {
+        match result {
+            Err(NodeError::DataDir(m)) => m,
+            other => panic!("expected a data-directory refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_new_node_starts_only_with_init_and_then_only_without() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let t = node(root.path(), 2);
+        let m = refusal(check(&t, false));
+        assert!(m.contains("--init") && m.contains("vote twice"), "{m}");
+        assert!(m.contains(&t.host.data_dir.display().to_string()), "{m}");
+        assert_eq!(check(&t, true).expect("init"), Start::Record);
+        // The check creates nothing: until the identity is recorded, the directory is new.
+        assert!(!t.host.data_dir.exists());
+
+        std::fs::create_dir_all(&t.host.data_dir).expect("data dir");
+        open_shards(&t);
+        record(&t).expect("record");
+        assert_eq!(check(&t, false).expect("restart"), Start::Existing);
+        let m = refusal(check(&t, true));
+        assert!(m.contains("already holds node 2's state"), "{m}");
+        assert!(!t.host.data_dir.join("identity.toml.tmp").exists());
+    }
+
+    #[test]
+    fn a_lost_shard_state_is_refused() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let t = node(root.path(), 1);
+        std::fs::create_dir_all(&t.host.data_dir).expect("data dir");
+        open_shards(&t);
+        record(&t).expect("record");
+        std::fs::remove_dir_all(shard_dir(&t, 0)).expect("lose shard 0");
+        let m = refusal(check(&t, false));
+        assert!(m.contains("shard-0/hard_state is missing"), "{m}");
+        assert!(m.contains("shard 0 was lost"), "{m}");
+    }
+
+    #[test]
+    fn another_nodes_or_clusters_directory_is_refused() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let one = node(root.path(), 1);
+        std::fs::create_dir_all(&one.host.data_dir).expect("data dir");
+        open_shards(&one);
+        record(&one).expect("record");
+
+        let mut two = node(root.path(), 2);
+        two.host.data_dir = one.host.data_dir.clone();
+        let m = refusal(check(&two, false));
+        assert!(m.contains("node 1 of cluster 1, and this is node 2"), "{m}");
+
+        let mut other_cluster = one.clone();
+        other_cluster.cluster.cluster_id = 7;
+        let m = refusal(check(&other_cluster, false));
+        assert!(m.contains("this is node 1 of cluster 7"), "{m}");
+
+        let mut more_shards = one.clone();
+        more_shards.cluster.shards.count = 2;
+        let m = refusal(check(&more_shards, false));
+        assert!(
+            m.contains("holds 1 shards") && m.contains("asks for 2"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn state_without_an_identity_is_adopted_but_not_formatted() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let t = node(root.path(), 3);
+        open_shards(&t);
+        assert_eq!(check(&t, false).expect("adopt"), Start::Record);
+        let m = refusal(check(&t, true));
+        assert!(m.contains("start without --init"), "{m}");
+    }
+
+    #[test]
+    fn a_damaged_identity_names_the_file() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let t = node(root.path(), 1);
+        std::fs::create_dir_all(&t.host.data_dir).expect("data dir");
+        open_shards(&t);
+        for (text, says) in [
+            ("format = 1\ncluster_id = 1\n", "missing field"),
+            ("\u{0}\u{1}garbage", "not a node identity"),
+            (
+                "format = 1\ncluster_id = 1\nnode_id = 1\nshards = 1\nextra = 2\n",
+                "unknown field",
+            ),
+            (
+                "format = 9\ncluster_id = 1\nnode_id = 1\nshards = 1\n",
+                "identity format 9",
+            ),
+        ] {
+            std::fs::write(t.host.data_dir.join(IDENTITY_FILE), text).expect("write");
+            let m = refusal(check(&t, false));
+            assert!(m.contains("identity.toml"), "{m}");
+            assert!(m.contains(says), "{text:?}: {m}");
+        }
+    }
+}
