@@ -122,6 +122,11 @@ impl Client {
             .count()
     }
 
+    /// Whether node `node` is connected now.
+    pub fn is_connected(&self, node: u64) -> bool {
+        self.transport.is_connected(node)
+    }
+
     /// The node believed to lead (from the last reply's hint).
     pub fn leader(&self) -> Option<u64> {
         self.leader

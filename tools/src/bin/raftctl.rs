@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use engine::client::Client;
+use engine::client::{Client, ClientError};
 use engine::tuning::{self, ClusterConfig, TuningSet};
 
 #[derive(Debug, Parser)]
@@ -137,7 +137,14 @@ fn status(target: &Target, json: bool) -> Result<(), String> {
     }
     let mut failures = 0;
     for id in ids {
-        match client.status(id, timeout) {
+        // `connect` already waited up to the timeout for every node: one it could not
+        // reach is reported at once, so each dead node does not cost another timeout.
+        let reply = if client.is_connected(id) {
+            client.status(id, timeout)
+        } else {
+            Err(ClientError::NotConnected(id))
+        };
+        match reply {
             Ok(r) if json => println!("{}", serde_json::to_string(&r).map_err(|e| e.to_string())?),
             Ok(r) => {
                 let followers: Vec<String> = r
@@ -184,7 +191,9 @@ fn transfer(target: &Target, to: u64) -> Result<(), String> {
     let leader = ids
         .iter()
         .copied()
-        .find(|&id| client.status(id, timeout).is_ok_and(|r| r.is_leader()))
+        .find(|&id| {
+            client.is_connected(id) && client.status(id, timeout).is_ok_and(|r| r.is_leader())
+        })
         .ok_or("no node reports itself leader")?;
     client
         .transfer_leader(leader, to, timeout)
