@@ -3,6 +3,7 @@
 //!
 //! ```text
 //!   raftd ──> node::run(tuning, stop)
+//!               ├─ identity::check: the data directory holds this node's state (or --init)
 //!               ├─ storage: Log::open + HardStateFile::open  (recovery happens here)
 //!               ├─ applier thread, pinned to host.cores.applier
 //!               │     SharedKv <- LogSource (mmap) <- commit ring (SPSC) <- shard
