@@ -6,7 +6,7 @@
 //! only safe if a vote, once cast, is never forgotten. So a node starts only on:
 //!
 //! - a data directory whose `identity.toml` names this cluster, this node and this shard
-//!   count, and where every shard still has its hard state; or
+//!   count, and where every shard still has its hard state and a log segment; or
 //! - an empty (or absent) data directory when told explicitly that this is a new node of a
 //!   new cluster (`raftd --init`); the identity is written once the shards' storage exists.
 //!
@@ -18,6 +18,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use storage::SEGMENT_SUFFIX;
 
 use super::{shard_dir, NodeError};
 use crate::tuning::NodeTuning;
@@ -27,6 +28,9 @@ pub const IDENTITY_FILE: &str = "identity.toml";
 
 /// The shard's hard state file, whose presence means the shard has state.
 const HARD_STATE_FILE: &str = "hard_state";
+
+/// The shard's log directory.
+const LOG_DIR: &str = "log";
 
 /// This file format's version.
 const FORMAT: u32 = 1;
@@ -152,7 +156,30 @@ pub fn check(tuning: &NodeTuning, init: bool) -> Result<Start, NodeError> {
             want.node_id
         )));
     }
+    // An open log always keeps a segment. Without one, the entries this node acknowledged
+    // are gone, and its votes would let a candidate that lacks them win.
+    if let Some(lost) = (0..want.shards).find(|&s| !has_log(tuning, s)) {
+        return Err(refuse(format!(
+            "{} holds no log segment (*{SEGMENT_SUFFIX}): node {}'s log for shard {lost} was \
+             lost. A node that lost entries it acknowledged must not rejoin under its old id: \
+             its vote could elect a leader without them",
+            log_dir(tuning, lost).display(),
+            want.node_id
+        )));
+    }
     Ok(Start::Existing)
+}
+
+fn log_dir(tuning: &NodeTuning, shard: u32) -> PathBuf {
+    shard_dir(tuning, shard).join(LOG_DIR)
+}
+
+fn has_log(tuning: &NodeTuning, shard: u32) -> bool {
+    std::fs::read_dir(log_dir(tuning, shard)).is_ok_and(|entries| {
+        entries
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().ends_with(SEGMENT_SUFFIX))
+    })
 }
 
 fn hard_state_path(tuning: &NodeTuning, shard: u32) -> PathBuf {
@@ -203,8 +230,10 @@ mod tests {
     /// What opening the shards' storage leaves behind (the hard state file is the marker).
     fn open_shards(tuning: &NodeTuning) {
         for s in 0..tuning.cluster.shards.count {
-            std::fs::create_dir_all(shard_dir(tuning, s)).expect("shard dir");
+            std::fs::create_dir_all(log_dir(tuning, s)).expect("log dir");
             std::fs::write(hard_state_path(tuning, s), b"state").expect("hard state");
+            let segment = log_dir(tuning, s).join(format!("{:020}{SEGMENT_SUFFIX}", 1));
+            std::fs::write(segment, b"segment").expect("segment");
         }
     }
 
@@ -246,6 +275,18 @@ mod tests {
         let m = refusal(check(&t, false));
         assert!(m.contains("shard-0/hard_state is missing"), "{m}");
         assert!(m.contains("shard 0 was lost"), "{m}");
+
+        // The hard state without the log: the entries it acknowledged are gone.
+        open_shards(&t);
+        assert_eq!(check(&t, false).expect("whole again"), Start::Existing);
+        for entry in std::fs::read_dir(log_dir(&t, 0)).expect("log dir") {
+            std::fs::remove_file(entry.expect("entry").path()).expect("remove segment");
+        }
+        let m = refusal(check(&t, false));
+        assert!(m.contains("shard-0/log holds no log segment"), "{m}");
+        std::fs::remove_dir(log_dir(&t, 0)).expect("remove log dir");
+        let m = refusal(check(&t, false));
+        assert!(m.contains("log for shard 0 was lost"), "{m}");
     }
 
     #[test]
