@@ -20,17 +20,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use storage::SEGMENT_SUFFIX;
 
-use super::{shard_dir, NodeError};
+use super::{shard_hard_state_path as hard_state_path, shard_log_dir as log_dir, NodeError};
 use crate::tuning::NodeTuning;
 
 /// The identity file's name inside the data directory.
 pub const IDENTITY_FILE: &str = "identity.toml";
-
-/// The shard's hard state file, whose presence means the shard has state.
-const HARD_STATE_FILE: &str = "hard_state";
-
-/// The shard's log directory.
-const LOG_DIR: &str = "log";
 
 /// This file format's version.
 const FORMAT: u32 = 1;
@@ -85,9 +79,9 @@ pub fn check(tuning: &NodeTuning, init: bool) -> Result<Start, NodeError> {
         Err(e) => return Err(refuse(format!("cannot read {}: {e}", path.display()))),
     };
     let Some(text) = text else {
-        let with_state: Vec<u32> = (0..want.shards).filter(|&s| has_state(tuning, s)).collect();
-        return match (with_state.first(), init) {
-            (Some(&shard), true) => Err(refuse(format!(
+        let with_state = (0..want.shards).find(|&s| has_state(tuning, s));
+        return match (with_state, init) {
+            (Some(shard), true) => Err(refuse(format!(
                 "--init formats only an empty data directory, and {} holds shard {shard}'s \
                  state ({}) without an {IDENTITY_FILE}: start without --init to keep that state",
                 dir.display(),
@@ -170,10 +164,6 @@ pub fn check(tuning: &NodeTuning, init: bool) -> Result<Start, NodeError> {
     Ok(Start::Existing)
 }
 
-fn log_dir(tuning: &NodeTuning, shard: u32) -> PathBuf {
-    shard_dir(tuning, shard).join(LOG_DIR)
-}
-
 fn has_log(tuning: &NodeTuning, shard: u32) -> bool {
     std::fs::read_dir(log_dir(tuning, shard)).is_ok_and(|entries| {
         entries
@@ -182,10 +172,7 @@ fn has_log(tuning: &NodeTuning, shard: u32) -> bool {
     })
 }
 
-fn hard_state_path(tuning: &NodeTuning, shard: u32) -> PathBuf {
-    shard_dir(tuning, shard).join(HARD_STATE_FILE)
-}
-
+/// Whether the shard has state: its hard state file exists.
 fn has_state(tuning: &NodeTuning, shard: u32) -> bool {
     hard_state_path(tuning, shard).exists()
 }
@@ -217,6 +204,7 @@ pub fn record(tuning: &NodeTuning) -> Result<(), NodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::shard_dir;
     use crate::tuning::{LocalCluster, LOCAL_TOML};
 
     fn node(root: &Path, id: u64) -> NodeTuning {

@@ -184,6 +184,16 @@ pub fn shard_dir(tuning: &NodeTuning, shard: u32) -> PathBuf {
     tuning.host.data_dir.join(format!("shard-{shard}"))
 }
 
+/// Shard `shard`'s log directory.
+pub fn shard_log_dir(tuning: &NodeTuning, shard: u32) -> PathBuf {
+    shard_dir(tuning, shard).join("log")
+}
+
+/// Shard `shard`'s hard state file.
+pub fn shard_hard_state_path(tuning: &NodeTuning, shard: u32) -> PathBuf {
+    shard_dir(tuning, shard).join("hard_state")
+}
+
 /// One shard's recovered storage and core, ready to run.
 struct OpenedShard {
     replica: Replica,
@@ -209,8 +219,8 @@ fn open_shard(
         synced: tuning.cluster.durability.fsync,
         ..LogConfig::default()
     };
-    let log = Log::open(dir.join("log"), log_config)?;
-    let (hard_state, hs) = HardStateFile::open(dir.join("hard_state"))?;
+    let log = Log::open(shard_log_dir(tuning, shard_id), log_config)?;
+    let (hard_state, hs) = HardStateFile::open(shard_hard_state_path(tuning, shard_id))?;
     let first = log.first_index();
     let recovered = RecoveredState {
         hard_state: HardState {
