@@ -20,27 +20,46 @@ fn a_follower_answers_with_the_read_round_it_was_given() {
 }
 
 #[test]
-fn heartbeat_commit_is_bounded_by_the_entries_verified_with_this_leader() {
-    // Entries recovered from disk are not known to match the new leader's log.
+fn a_heartbeat_commits_what_the_leader_knows_this_replica_holds() {
+    // A follower restarted on a complete log: the leader's heartbeat announces only what
+    // it acknowledged in this term, so it commits without waiting for an append.
     let mut r = follower_of(config(1, 3), 2, 2, &[1, 1, 1]);
     assert_eq!(
-        step_ok(&mut r, &msg(2, 1, 2, heartbeat(3, 0))),
-        vec![send(
-            1,
-            2,
-            2,
-            MessageBody::HeartbeatResponse { read_seq: 0 }
-        )]
-    );
-    assert_eq!(r.commit(), 0);
-    // Once an append verified 1..=2, a heartbeat may commit up to 2.
-    step_ok(&mut r, &msg(2, 1, 2, append_entries(2, 1, 0, vec![])));
-    assert_eq!(
-        step_ok(&mut r, &msg(2, 1, 2, heartbeat(3, 0))),
+        step_ok(&mut r, &msg(2, 1, 2, heartbeat(2, 0))),
         vec![
             Action::Apply { first: 1, last: 2 },
             send(1, 2, 2, MessageBody::HeartbeatResponse { read_seq: 0 }),
         ]
+    );
+    // Never beyond its own log, whatever the announcement.
+    step_ok(&mut r, &msg(2, 1, 2, heartbeat(9, 0)));
+    assert_eq!(r.commit(), 3);
+}
+
+#[test]
+fn a_leader_announces_to_each_follower_only_the_commit_it_acknowledged() {
+    let mut r = stable_leader(3);
+    propose(&mut r, &[LEN]).0.unwrap();
+    persisted(&mut r, 2, 1);
+    step_ok(&mut r, &msg(2, 1, 1, ack(2)));
+    assert_eq!(r.commit(), 2);
+    let out = tick_n(&mut r, 10);
+    let commits: Vec<(ReplicaId, Index)> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send(Message {
+                to,
+                body: MessageBody::Heartbeat { commit, .. },
+                ..
+            }) => Some((*to, *commit)),
+            _ => None,
+        })
+        .collect();
+    assert!(commits.contains(&(2, 2)), "{commits:?}");
+    assert!(commits.contains(&(3, 1)), "{commits:?}");
+    assert!(
+        !commits.iter().any(|&(to, c)| to == 3 && c > 1),
+        "{commits:?}"
     );
 }
 

@@ -54,13 +54,13 @@ fn a_read_waits_for_the_first_commit_of_the_term() {
     let mut r = new_leader(3);
     assert_eq!(read(&mut r, 7), (Ok(()), vec![]));
     persisted(&mut r, 1, 1);
-    let hb = heartbeat(1, 1);
+    // Each heartbeat announces the commit as far as that follower acknowledged it.
     assert_eq!(
         step_ok(&mut r, &msg(2, 1, 1, ack(1))),
         vec![
             Action::Apply { first: 1, last: 1 },
-            send(1, 2, 1, hb.clone()),
-            send(1, 3, 1, hb),
+            send(1, 2, 1, heartbeat(1, 1)),
+            send(1, 3, 1, heartbeat(0, 1)),
         ]
     );
     // Follower 3 is still probing: its answer also resends the probe.

@@ -748,9 +748,13 @@ impl Replica {
         }
     }
 
+    /// The commit index a heartbeat carries is bounded by what `to` acknowledged in this
+    /// term: the follower may then commit it without an AppendEntries to verify its log
+    /// (a follower restarted on a complete log learns the last commit of an idle group).
     fn send_heartbeat(&mut self, to: ReplicaId, out: &mut Vec<Action>) {
+        let matched = self.progress_ref(to).map_or(0, |p| p.match_index);
         let body = MessageBody::Heartbeat {
-            commit: self.commit,
+            commit: self.commit.min(matched),
             read_seq: self.read_seq,
         };
         self.send(to, body, out);
@@ -1122,6 +1126,10 @@ impl Replica {
             return Err(StepError::UnexpectedForRole(self.role));
         }
         self.accept_leader(msg.from, out);
+        // The leader announces no more than this replica acknowledged to it in this term
+        // (`send_heartbeat`), a prefix its log holds, matching, since then.
+        let known = leader_commit.min(self.log.last_index());
+        self.leader_match = self.leader_match.max(known);
         let commit = leader_commit.min(self.leader_match);
         if commit > self.commit {
             self.advance_commit(commit, out);
