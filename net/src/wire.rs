@@ -177,6 +177,11 @@ pub enum RaftBody {
         /// Highest index the follower's state machine has applied.
         index: u64,
     },
+    /// A replica rejoining after a loss of data asks for the receiver's current term
+    /// (the receiver does not adopt or compare the message's term).
+    TermQuery,
+    /// Answer to a term query: the message's term is the sender's current term.
+    TermReply,
 }
 
 /// Outcome of an AppendEntries.

@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use engine::client::{Client, SyncClient};
+use engine::node::identity::Begin;
 use engine::node::ShardReport;
 use engine::tuning::{LocalCluster as LocalTuning, Member};
 
@@ -289,7 +290,7 @@ impl Cluster {
                 child: None,
                 log_path,
             });
-            cluster.spawn(id, true)?;
+            cluster.spawn(id, Begin::Init)?;
         }
         Ok(cluster)
     }
@@ -320,8 +321,9 @@ impl Cluster {
             .ok_or_else(|| LaunchError::Other(format!("no node {id}")))
     }
 
-    /// Starts node `id`'s raftd; `init` on its first start only (a fresh data directory).
-    fn spawn(&mut self, id: u64, init: bool) -> Result<(), LaunchError> {
+    /// Starts node `id`'s raftd; [`Begin::Init`] on its first start only (a fresh data
+    /// directory).
+    fn spawn(&mut self, id: u64, begin: Begin) -> Result<(), LaunchError> {
         let ports: Vec<String> = self.ports.ports().iter().map(u16::to_string).collect();
         let raftd = self.raftd.clone();
         let prefix = self.prefix.clone();
@@ -342,7 +344,7 @@ impl Cluster {
             .arg(ports.join(","))
             .arg("--data-root")
             .arg(data_root)
-            .args(init.then_some("--init"))
+            .args(begin.flag())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -506,10 +508,20 @@ impl Cluster {
 
     /// Starts a stopped node again on its data directory.
     pub fn restart(&mut self, id: u64) -> Result<(), LaunchError> {
+        self.start_stopped(id, Begin::Resume)
+    }
+
+    /// Starts a stopped node that lost its data on an empty data directory, to rejoin
+    /// (`raftd --rejoin`).
+    pub fn rejoin(&mut self, id: u64) -> Result<(), LaunchError> {
+        self.start_stopped(id, Begin::Rejoin)
+    }
+
+    fn start_stopped(&mut self, id: u64, begin: Begin) -> Result<(), LaunchError> {
         if self.node_mut(id)?.child.is_some() {
             return Err(LaunchError::Other(format!("node {id} is running")));
         }
-        self.spawn(id, false)
+        self.spawn(id, begin)
     }
 
     /// Stops every node gracefully and returns each exit. Leaders of shard 0 go first:

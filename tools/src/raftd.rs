@@ -6,11 +6,13 @@
 //! raftd --cluster tuning/cluster.toml --host tuning/host.toml --init   # first start only
 //! raftd --cluster tuning/cluster.toml --host tuning/host.toml
 //! raftd --local tuning/local.toml --node 2      # one node of a local-cluster file
+//! raftd --cluster tuning/cluster.toml --host tuning/host.toml --rejoin # after a lost disk
 //! ```
 //!
-//! `--init` formats an empty data directory for a new node of a new cluster; without it
-//! raftd starts only on a data directory holding this node's state
-//! (`engine::node::identity`).
+//! `--init` formats an empty data directory for a new node of a new cluster; `--rejoin`
+//! starts a node that lost its data on an empty directory, and it does not vote until it
+//! has caught up. Without either, raftd starts only on a data directory holding this
+//! node's state (`engine::node::identity`).
 //!
 //! SIGTERM or SIGINT start a graceful stop: new requests are refused, accepted ones are
 //! answered, followers are given (bounded) time to catch up, the log is synced, and the
@@ -54,10 +56,16 @@ pub struct Args {
     pub seed: Option<u64>,
     /// First start of a new node of a new cluster: format its empty data directory. Every
     /// later start goes without it, and raftd refuses a data directory that holds no state
-    /// unless given it. Never use it to bring back a node that lost its data: that node
-    /// could vote twice in one term and lose acknowledged writes.
-    #[arg(long)]
+    /// unless given it. Never use it to bring back a node that lost its data (use
+    /// --rejoin): that node could vote twice in one term and lose acknowledged writes.
+    #[arg(long, conflicts_with = "rejoin")]
     pub init: bool,
+    /// This node lost its data: start it on an empty data directory to rejoin its
+    /// cluster. It first asks every other member for its term (all must be reachable), and
+    /// neither votes nor campaigns until it holds everything the leader has committed;
+    /// a restart meanwhile keeps it rejoining. Later starts go without the flag.
+    #[arg(long)]
+    pub rejoin: bool,
 }
 
 fn load(args: &Args) -> Result<NodeTuning, String> {
@@ -97,7 +105,7 @@ fn load(args: &Args) -> Result<NodeTuning, String> {
 pub const EXIT_ADDRESS_IN_USE: u8 = 3;
 
 /// raftd's exit code when its data directory is not this node's, or holds no state and
-/// `--init` was not given (or holds state and it was).
+/// neither `--init` nor `--rejoin` was given (or holds state and one of them was).
 pub const EXIT_DATA_DIR: u8 = 4;
 
 /// Runs one node until SIGTERM/SIGINT; exit code 0 after a clean drain, 2 for bad
@@ -131,7 +139,11 @@ pub fn main_with(args: Args) -> ExitCode {
     let options = NodeOptions {
         drain_timeout: Duration::from_millis(args.drain_timeout_ms),
         seed: args.seed,
-        init: args.init,
+        begin: match (args.init, args.rejoin) {
+            (true, _) => node::identity::Begin::Init,
+            (false, true) => node::identity::Begin::Rejoin,
+            (false, false) => node::identity::Begin::Resume,
+        },
     };
     match node::run(&tuning, &stop, &options) {
         Ok(reports) => {

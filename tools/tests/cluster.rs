@@ -311,6 +311,106 @@ fn a_follower_that_lost_its_data_is_refused_and_starts_again_once_it_is_back() {
     assert!(exits.iter().all(|e| e.success), "{exits:?}");
 }
 
+/// Waits until node `id` reports a role other than "rejoining"; returns it.
+fn wait_rejoined(client: &mut engine::client::Client, id: u64) -> String {
+    let deadline = Instant::now() + STEP;
+    loop {
+        if let Ok(r) = client.status(id, Duration::from_millis(500)) {
+            if r.role != "rejoining" {
+                return r.role;
+            }
+        }
+        assert!(Instant::now() < deadline, "node {id} still rejoining");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_follower_that_lost_its_data_rejoins_and_then_carries_the_cluster() {
+    let (mut cluster, mut client, leader) = started(LOCAL_TOML, 13);
+    let mut last = 0;
+    for i in 0..100 {
+        last = client.submit(vec![put(i)], STEP).expect("submit");
+    }
+    let ids = cluster.node_ids();
+    let lost = *ids.iter().find(|&&n| n != leader).expect("follower");
+    let other = *ids
+        .iter()
+        .find(|&&n| n != leader && n != lost)
+        .expect("other");
+    let dir = cluster.data_dir(lost).expect("data dir").to_path_buf();
+    cluster.kill(lost).expect("kill");
+    std::fs::remove_dir_all(&dir).expect("lose the data");
+    // The cluster goes on without it, and it comes back with nothing.
+    for i in 100..200 {
+        last = client
+            .submit(vec![put(i)], STEP)
+            .expect("submit with one node lost");
+    }
+    cluster.rejoin(lost).expect("rejoin");
+    // It learns the terms, moves above them (a new election follows), catches up, and
+    // then says it is a follower again.
+    let role = wait_rejoined(&mut client, lost);
+    assert_eq!(role, "follower");
+    for i in 200..300 {
+        last = client
+            .submit(vec![put(i)], STEP)
+            .expect("submit after the rejoin");
+    }
+    let converged = wait_converged(&mut cluster, last, STEP);
+    assert_eq!(converged.len(), 3, "{converged:?}");
+    let log = cluster.log_tail(lost, 400);
+    assert!(
+        log.contains("rejoining after a loss of data") && log.contains("rejoin complete"),
+        "{log}"
+    );
+    assert!(
+        !dir.join("shard-0").join("rejoining").exists(),
+        "the rejoin mark is gone"
+    );
+
+    // It is a full member again: with one of the two others down, it and the survivor
+    // elect a leader (or it keeps leading) and take writes, and every write acknowledged
+    // before its loss is still there.
+    let current = cluster.wait_leader(&mut client, STEP).expect("one leader");
+    let down = if current == lost { other } else { current };
+    cluster.kill(down).expect("kill one of the others");
+    client.set_leader(None);
+    for i in 300..320 {
+        last = client
+            .submit(vec![put(i)], STEP)
+            .expect("submit with one of the others down");
+    }
+    for i in [5, 150, 250, 310] {
+        let value = client
+            .get(format!("key-{i}").as_bytes(), STEP)
+            .expect("read");
+        assert_eq!(value, Some(format!("value-{i}").into_bytes()), "key-{i}");
+    }
+    cluster
+        .restart(down)
+        .expect("restart the node that was down");
+    let converged = wait_converged(&mut cluster, last, STEP);
+    assert_eq!(converged.len(), 3, "{converged:?}");
+
+    // With its data back, `--rejoin` is refused: it starts only on an empty directory.
+    cluster.stop(lost, STEP).expect("stop");
+    cluster
+        .rejoin(lost)
+        .expect("start with --rejoin on its data");
+    let (code, tail) = exit_of(&mut cluster, lost);
+    assert_eq!(code, Some(4), "{tail}");
+    assert!(
+        tail.contains("--rejoin starts only on an empty data directory"),
+        "{tail}"
+    );
+    cluster.restart(lost).expect("restart");
+    let converged = wait_converged(&mut cluster, last, STEP);
+    assert_eq!(converged.len(), 3, "{converged:?}");
+    let exits = cluster.stop_all(STEP).expect("stop");
+    assert!(exits.iter().all(|e| e.success), "{exits:?}");
+}
+
 #[test]
 fn leadership_moves_on_request() {
     // Without a preferred leader, a transferred leadership stays where it was sent.

@@ -152,6 +152,14 @@ pub fn from_wire<'p>(
             no_payload("TimeoutNow")?;
             MessageBody::TimeoutNow
         }
+        ArchivedRaftBody::TermQuery => {
+            no_payload("TermQuery")?;
+            MessageBody::TermQuery
+        }
+        ArchivedRaftBody::TermReply => {
+            no_payload("TermReply")?;
+            MessageBody::TermReply
+        }
         ArchivedRaftBody::Applied { .. } => return Err(FrameRejected::NotForCore("Applied")),
     };
     let msg = Message {
@@ -217,6 +225,8 @@ pub fn to_wire(m: &Message, last_index: u64) -> RaftMessage {
             read_seq: *read_seq,
         },
         MessageBody::TimeoutNow => RaftBody::TimeoutNow,
+        MessageBody::TermQuery => RaftBody::TermQuery,
+        MessageBody::TermReply => RaftBody::TermReply,
     };
     RaftMessage {
         from: m.from,

@@ -80,9 +80,10 @@ pub struct NodeOptions {
     pub drain_timeout: Duration,
     /// Seeds election jitter; `None` derives one from the clock and node id.
     pub seed: Option<u64>,
-    /// This is a new node of a new cluster: format its empty data directory. Without it a
-    /// node starts only on a data directory holding its own state ([`identity`]).
-    pub init: bool,
+    /// What the operator says about the data directory: it holds this node's state (the
+    /// default), or is empty for a new node of a new cluster (`--init`), or is empty
+    /// because this node lost its data and rejoins (`--rejoin`). See [`identity`].
+    pub begin: identity::Begin,
 }
 
 impl Default for NodeOptions {
@@ -90,7 +91,7 @@ impl Default for NodeOptions {
         NodeOptions {
             drain_timeout: Duration::from_secs(5),
             seed: None,
-            init: false,
+            begin: identity::Begin::Resume,
         }
     }
 }
@@ -199,6 +200,8 @@ struct OpenedShard {
     replica: Replica,
     log: Log,
     hard_state: HardStateFile,
+    /// The shard's rejoin mark, while it is rejoining.
+    rejoin_mark: Option<PathBuf>,
 }
 
 fn open_shard(
@@ -222,6 +225,7 @@ fn open_shard(
     let log = Log::open(shard_log_dir(tuning, shard_id), log_config)?;
     let (hard_state, hs) = HardStateFile::open(shard_hard_state_path(tuning, shard_id))?;
     let first = log.first_index();
+    let rejoin_mark = Some(identity::rejoin_mark_path(tuning, shard_id)).filter(|p| p.exists());
     let recovered = RecoveredState {
         hard_state: HardState {
             term: hs.term,
@@ -237,6 +241,7 @@ fn open_shard(
                 len: m.payload_len,
             })
             .collect(),
+        rejoining: rejoin_mark.is_some(),
     };
     info!(
         node = tuning.host.node_id,
@@ -244,6 +249,7 @@ fn open_shard(
         first_index = first,
         last_index = log.last_index(),
         term = hs.term,
+        rejoining = rejoin_mark.is_some(),
         "log recovered"
     );
     let seed = options.seed.unwrap_or_else(|| {
@@ -258,6 +264,7 @@ fn open_shard(
         replica,
         log,
         hard_state,
+        rejoin_mark,
     })
 }
 
@@ -288,7 +295,17 @@ pub fn run(
     let count = tuning.cluster.shards.count;
     assert!(count >= 1, "validated: at least one shard");
     let a = &tuning.host.applier;
-    let start = identity::check(tuning, options.init)?;
+    let start = identity::check(tuning, options.begin)?;
+    if start == identity::Start::Record && options.begin == identity::Begin::Rejoin {
+        // Before any storage: a crash from here on leaves shards that still rejoin.
+        for shard_id in 0..count {
+            identity::mark_rejoining(tuning, shard_id)?;
+        }
+        info!(
+            node = tuning.host.node_id,
+            "rejoining after a loss of data: no votes until caught up"
+        );
+    }
     let doorbell = Doorbell::new();
     let mut parts = Vec::with_capacity(count as usize);
     let mut appliers = Vec::with_capacity(count as usize);
@@ -362,6 +379,7 @@ pub fn run(
             apply_lag_max: tuning.cluster.replication.apply_lag_entries_max,
             applier_wake_entries: u64::from(tuning.host.applier.batch_entries_max),
             report_stale_after: Duration::from_millis(tuning.cluster.raft.election_timeout_ms_max),
+            rejoin_mark: opened.rejoin_mark,
             client_addrs: tuning
                 .cluster
                 .members

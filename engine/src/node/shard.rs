@@ -74,6 +74,9 @@ pub struct ShardSettings {
     /// Committed entries that wake a parked applier at once (`applier.batch_entries_max`);
     /// fewer wait for the next tick, unless a client waits for the applier.
     pub applier_wake_entries: u64,
+    /// The shard's rejoin mark while it rejoins after a loss of data (removed when the
+    /// core reports the rejoin complete).
+    pub rejoin_mark: Option<std::path::PathBuf>,
 }
 
 /// A client request whose entries were proposed and are waiting to be committed.
@@ -1004,6 +1007,20 @@ impl State {
                     if let Some(read) = self.reads.remove(&ctx) {
                         self.read_reply(read.conn, read.request_id, ClientStatus::NotLeader, None);
                     }
+                }
+                Action::RejoinComplete { index } => {
+                    if let Some(mark) = self.settings.rejoin_mark.take() {
+                        super::identity::clear_rejoin_mark(&mark).map_err(|e| {
+                            NodeError::DataDir(format!(
+                                "cannot remove the rejoin mark {}: {e}",
+                                mark.display()
+                            ))
+                        })?;
+                    }
+                    info!(
+                        shard = self.settings.shard,
+                        index, "rejoin complete: caught up with the leader, voting again"
+                    );
                 }
                 Action::RoleChanged { role, term, leader } => {
                     info!(shard = self.settings.shard, %role, term, ?leader, "role changed");

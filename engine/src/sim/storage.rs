@@ -69,6 +69,9 @@ pub struct SimStorage {
     syncs: VecDeque<PendingSync>,
     /// Hard state is written synchronously (the core's contract), so it is always durable.
     hard_state: HardState,
+    /// The disk was wiped and the replica has not finished rejoining (the driver's
+    /// durable rejoin mark).
+    rejoining: bool,
 }
 
 impl SimStorage {
@@ -217,6 +220,24 @@ impl SimStorage {
         self.log = self.durable.clone();
         self.match_len = self.log.len();
         self.log.clone()
+    }
+
+    /// Loses everything, as a replaced disk does; the replica comes back rejoining.
+    pub fn wipe(&mut self) {
+        *self = SimStorage {
+            rejoining: true,
+            ..SimStorage::default()
+        };
+    }
+
+    /// Whether the replica is rejoining after a wipe.
+    pub fn rejoining(&self) -> bool {
+        self.rejoining
+    }
+
+    /// The core reported its rejoin complete: the mark goes.
+    pub fn finish_rejoin(&mut self) {
+        self.rejoining = false;
     }
 
     /// Number of writes not yet known to be durable.

@@ -46,6 +46,7 @@ pub fn recovered(term: Term, vote: Option<ReplicaId>, log_terms: &[Term]) -> Rec
         first_index_prev: 0,
         first_term_prev: 0,
         entries: metas(log_terms),
+        rejoining: false,
     }
 }
 

@@ -39,6 +39,10 @@ struct Args {
     /// Worker threads (default: available parallelism).
     #[arg(long)]
     jobs: Option<usize>,
+    /// Test the checkers, not the core: a replica whose disk is wiped comes back as a
+    /// fresh one instead of rejoining; failures are expected.
+    #[arg(long)]
+    naive_wipes: bool,
 }
 
 fn print_trace(trace: &[String]) {
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
         fault_ticks_max: args.ticks,
         liveness: !args.no_liveness,
         trace: args.verbose,
+        naive_wipes: args.naive_wipes,
     };
     let (start, count) = match args.seed {
         Some(seed) => (seed, 1),
@@ -124,8 +129,8 @@ fn main() -> ExitCode {
 
 fn print_summary(report: &SimReport) {
     println!(
-        "seed {} passed: {} ticks, {} steps, {} committed, {} leader terms, {} crashes, \
-         {} partitions, {} proposals, {} reads served, {}/{}/{} messages sent/delivered/dropped \
+        "seed {} passed: {} ticks, {} steps, {} committed, {} leader terms, {} crashes \
+         ({} wiped, {} rejoins done), {} partitions, {} proposals, {} reads served, {}/{}/{} messages sent/delivered/dropped \
          ({})",
         report.seed,
         report.ticks,
@@ -133,6 +138,8 @@ fn print_summary(report: &SimReport) {
         report.committed,
         report.leader_terms,
         report.stats.crashes,
+        report.stats.wipes,
+        report.stats.rejoins,
         report.stats.partitions,
         report.stats.proposals_accepted,
         report.stats.reads_served,

@@ -26,6 +26,22 @@ impl Cluster {
         for action in actions {
             trace!(self, "r{id} {action:?}");
             match action {
+                Action::RejoinComplete { index } => {
+                    let storage = &mut self.nodes[r].storage;
+                    if !storage.rejoining() {
+                        return Err(contract(format!("r{id} completed a rejoin without a wipe")));
+                    }
+                    if (storage.durable_match_len() as Index) < *index {
+                        return Err(contract(format!(
+                            "r{id} completed its rejoin at {index} with {} entries durable",
+                            storage.durable_match_len()
+                        )));
+                    }
+                    storage.finish_rejoin();
+                    self.stats.rejoins += 1;
+                    // From here its log counts: it must hold every committed entry.
+                    self.check_durable(1)?;
+                }
                 Action::PersistHardState(hs) => {
                     let storage = &mut self.nodes[r].storage;
                     checker::check_vote_stability(id, storage.hard_state(), *hs)?;

@@ -1,5 +1,5 @@
-//! The end of a run: heal every fault, then require a settled leader and every new
-//! proposal applied on every replica within a bounded number of ticks.
+//! The end of a run: heal every fault, then require a settled leader, every new proposal
+//! applied on every replica and every rejoin complete within a bounded number of ticks.
 
 use super::{Cluster, PAYLOAD_BYTES_TYPICAL};
 use crate::raft::{Role, Term};
@@ -152,8 +152,13 @@ impl Cluster {
                         proposed += 1;
                     }
                 }
-            } else if self.tracked.values().all(|&mask| mask == all) {
-                trace!(self, "liveness: all proposals applied everywhere");
+            } else if self.tracked.values().all(|&mask| mask == all)
+                && self.nodes.iter().all(|n| !n.storage.rejoining())
+            {
+                trace!(
+                    self,
+                    "liveness: all proposals applied everywhere, no rejoin pending"
+                );
                 return Ok(());
             }
             if self.now - proposing_from >= allowed {
@@ -163,12 +168,17 @@ impl Cluster {
                     .filter(|(_, &mask)| mask != all)
                     .map(|(pid, mask)| format!("pid {pid} applied on mask {mask:#b}"))
                     .collect();
+                let rejoining: Vec<String> = (0..self.nodes.len())
+                    .filter(|&r| self.nodes[r].storage.rejoining())
+                    .map(|r| format!("r{} rejoining", r + 1))
+                    .collect();
                 return Err(Violation {
                     invariant: checker::LIVENESS,
                     details: format!(
                         "{proposed} of {LIVENESS_PROPOSALS} proposals accepted and not all \
-                         applied {allowed} ticks after tick {proposing_from} (lag {lag}): \
-                         [{}]; {}",
+                         applied, or a rejoin not complete ({}), {allowed} ticks after tick \
+                         {proposing_from} (lag {lag}): [{}]; {}",
+                        rejoining.join(", "),
                         missing.join(", "),
                         self.roles()
                     ),
