@@ -15,20 +15,32 @@ fn wiped() -> RecoveredState {
     }
 }
 
-/// Replica 1 of `1..=3` rejoining after a wipe, with the start's queries checked.
-fn rejoiner() -> Replica {
+/// Replica 1 of `1..=3` rejoining after a wipe, with the start's queries checked, and
+/// the nonce they carry.
+fn rejoiner() -> (Replica, u64) {
     let mut r = Replica::new(config(1, 3), wiped(), 7).expect("valid config");
     let mut out = Vec::new();
     r.start(&mut out);
+    let nonce = match &out[..] {
+        [Action::Send(Message {
+            body: MessageBody::TermQuery { nonce },
+            ..
+        }), ..] => *nonce,
+        other => panic!("no term query first: {other:?}"),
+    };
     assert_eq!(
         out,
         vec![
-            send(1, 2, 0, MessageBody::TermQuery),
-            send(1, 3, 0, MessageBody::TermQuery),
+            send(1, 2, 0, MessageBody::TermQuery { nonce }),
+            send(1, 3, 0, MessageBody::TermQuery { nonce }),
         ]
     );
     assert!(r.rejoining() && r.status().rejoining);
-    r
+    (r, nonce)
+}
+
+fn reply(nonce: u64) -> MessageBody {
+    MessageBody::TermReply { nonce }
 }
 
 fn vote(last_index: Index, last_term: Term) -> MessageBody {
@@ -44,21 +56,21 @@ fn a_voter_answers_a_term_query_without_adopting_or_comparing_terms() {
     let mut r = follower_of(config(2, 3), 4, 3, &[1, 4]);
     // The asker's term is older and newer than ours in turn: neither matters.
     for asker_term in [0, 9] {
-        let out = step_ok(&mut r, &msg(1, 2, asker_term, MessageBody::TermQuery));
-        assert_eq!(out, vec![send(2, 1, 4, MessageBody::TermReply)]);
+        let out = step_ok(
+            &mut r,
+            &msg(1, 2, asker_term, MessageBody::TermQuery { nonce: 5 }),
+        );
+        assert_eq!(out, vec![send(2, 1, 4, reply(5))]);
         assert_eq!((r.term(), r.leader()), (4, Some(3)));
     }
     // A stray reply (this replica is not rejoining) changes nothing either.
-    assert_eq!(
-        step_ok(&mut r, &msg(1, 2, 9, MessageBody::TermReply)),
-        vec![]
-    );
+    assert_eq!(step_ok(&mut r, &msg(1, 2, 9, reply(5))), vec![]);
     assert_eq!(r.term(), 4);
 }
 
 #[test]
 fn until_every_voter_answered_it_takes_part_in_nothing() {
-    let mut r = rejoiner();
+    let (mut r, nonce) = rejoiner();
     // A deposed leader of an old term: acknowledging it could let it commit again.
     let ae = append_entries(0, 0, 0, metas(&[1]));
     assert_eq!(
@@ -73,23 +85,27 @@ fn until_every_voter_answered_it_takes_part_in_nothing() {
         step(&mut r, &msg(2, 1, 5, vote(0, 0))),
         (Err(StepError::Rejoining), vec![])
     );
-    assert_eq!(r.term(), 0);
-    // One answer is not enough; the silent voter is asked again after a timeout.
+    // It knows no term worth telling another rejoining replica.
     assert_eq!(
-        step_ok(&mut r, &msg(2, 1, 5, MessageBody::TermReply)),
-        vec![]
+        step(&mut r, &msg(2, 1, 5, MessageBody::TermQuery { nonce: 3 })),
+        (Err(StepError::Rejoining), vec![])
     );
     assert_eq!(r.term(), 0);
+    // An answer to an earlier rejoin (another nonce) does not count.
+    assert_eq!(step_ok(&mut r, &msg(3, 1, 9, reply(nonce ^ 1))), vec![]);
+    // One answer is not enough; the silent voter is asked again after a timeout.
+    assert_eq!(step_ok(&mut r, &msg(2, 1, 5, reply(nonce))), vec![]);
+    assert_eq!(r.term(), 0);
     let out = tick_n(&mut r, ELECTION_TICKS);
-    assert_eq!(out, vec![send(1, 3, 0, MessageBody::TermQuery)]);
+    assert_eq!(out, vec![send(1, 3, 0, MessageBody::TermQuery { nonce })]);
     assert!(r.rejoining());
 }
 
 #[test]
 fn it_moves_above_the_highest_term_with_a_vote_for_itself() {
-    let mut r = rejoiner();
-    step_ok(&mut r, &msg(3, 1, 7, MessageBody::TermReply));
-    let out = step_ok(&mut r, &msg(2, 1, 5, MessageBody::TermReply));
+    let (mut r, nonce) = rejoiner();
+    step_ok(&mut r, &msg(3, 1, 7, reply(nonce)));
+    let out = step_ok(&mut r, &msg(2, 1, 5, reply(nonce)));
     assert_eq!(
         out,
         vec![
@@ -105,9 +121,9 @@ fn it_moves_above_the_highest_term_with_a_vote_for_itself() {
 /// A rejoiner past its queries, at term 8, following leader 2 of term 9 whose log is
 /// `[1, 1, 9]` with everything committed.
 fn caught_up_to_queries() -> Replica {
-    let mut r = rejoiner();
-    step_ok(&mut r, &msg(2, 1, 7, MessageBody::TermReply));
-    step_ok(&mut r, &msg(3, 1, 7, MessageBody::TermReply));
+    let (mut r, nonce) = rejoiner();
+    step_ok(&mut r, &msg(2, 1, 7, reply(nonce)));
+    step_ok(&mut r, &msg(3, 1, 7, reply(nonce)));
     assert_eq!(r.term(), 8);
     r
 }

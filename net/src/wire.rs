@@ -179,9 +179,15 @@ pub enum RaftBody {
     },
     /// A replica rejoining after a loss of data asks for the receiver's current term
     /// (the receiver does not adopt or compare the message's term).
-    TermQuery,
+    TermQuery {
+        /// Drawn by the asker for this rejoin; the reply echoes it.
+        nonce: u64,
+    },
     /// Answer to a term query: the message's term is the sender's current term.
-    TermReply,
+    TermReply {
+        /// The query's nonce.
+        nonce: u64,
+    },
 }
 
 /// Outcome of an AppendEntries.

@@ -43,8 +43,8 @@ fn raft_strategy() -> impl Strategy<Value = RaftMessage> {
         (any::<u64>(), any::<u64>())
             .prop_map(|(commit, read_seq)| RaftBody::Heartbeat { commit, read_seq }),
         Just(RaftBody::TimeoutNow),
-        Just(RaftBody::TermQuery),
-        Just(RaftBody::TermReply),
+        any::<u64>().prop_map(|nonce| RaftBody::TermQuery { nonce }),
+        any::<u64>().prop_map(|nonce| RaftBody::TermReply { nonce }),
     ];
     (any::<u64>(), any::<u64>(), any::<u64>(), body).prop_map(|(from, to, term, body)| {
         RaftMessage {

@@ -152,13 +152,17 @@ pub fn from_wire<'p>(
             no_payload("TimeoutNow")?;
             MessageBody::TimeoutNow
         }
-        ArchivedRaftBody::TermQuery => {
+        ArchivedRaftBody::TermQuery { nonce } => {
             no_payload("TermQuery")?;
-            MessageBody::TermQuery
+            MessageBody::TermQuery {
+                nonce: nonce.to_native(),
+            }
         }
-        ArchivedRaftBody::TermReply => {
+        ArchivedRaftBody::TermReply { nonce } => {
             no_payload("TermReply")?;
-            MessageBody::TermReply
+            MessageBody::TermReply {
+                nonce: nonce.to_native(),
+            }
         }
         ArchivedRaftBody::Applied { .. } => return Err(FrameRejected::NotForCore("Applied")),
     };
@@ -225,8 +229,8 @@ pub fn to_wire(m: &Message, last_index: u64) -> RaftMessage {
             read_seq: *read_seq,
         },
         MessageBody::TimeoutNow => RaftBody::TimeoutNow,
-        MessageBody::TermQuery => RaftBody::TermQuery,
-        MessageBody::TermReply => RaftBody::TermReply,
+        MessageBody::TermQuery { nonce } => RaftBody::TermQuery { nonce: *nonce },
+        MessageBody::TermReply { nonce } => RaftBody::TermReply { nonce: *nonce },
     };
     RaftMessage {
         from: m.from,

@@ -49,6 +49,8 @@ struct Rejoin {
     terms: Option<BTreeMap<ReplicaId, Term>>,
     /// Ticks since the last round of queries.
     elapsed: u32,
+    /// This rejoin's queries carry it, and only answers that echo it count.
+    nonce: u64,
     /// A commit index the current leader announced (with its term), which the log is to
     /// reach.
     announced: Option<(Term, Index)>,
@@ -145,8 +147,16 @@ impl Replica {
             .min(log.last_index())
             .max(first_index_prev);
         let persisted_index = log.last_index();
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let rejoin = rejoining.then(|| Rejoin {
+            terms: Some(BTreeMap::new()),
+            elapsed: 0,
+            nonce: rng.gen(),
+            announced: None,
+            target: None,
+        });
         let mut replica = Replica {
-            rng: SmallRng::seed_from_u64(seed),
+            rng,
             term: hard_state.term,
             vote: hard_state.vote,
             log,
@@ -168,12 +178,7 @@ impl Replica {
             leader_match: 0,
             acked_index: 0,
             matched_scratch: Vec::with_capacity(config.voters.len()),
-            rejoin: rejoining.then(|| Rejoin {
-                terms: Some(BTreeMap::new()),
-                elapsed: 0,
-                announced: None,
-                target: None,
-            }),
+            rejoin,
             config,
         };
         replica.reset_election_timeout();
@@ -318,12 +323,18 @@ impl Replica {
         let result = match msg.body {
             // Outside the term rules: the asker has not adopted its message's term, and
             // the answer's term is only information.
-            MessageBody::TermQuery => {
-                self.send(msg.from, MessageBody::TermReply, out);
+            // A replica still asking knows no term worth telling.
+            MessageBody::TermQuery { .. }
+                if self.rejoin.as_ref().is_some_and(|r| r.terms.is_some()) =>
+            {
+                Err(StepError::Rejoining)
+            }
+            MessageBody::TermQuery { nonce } => {
+                self.send(msg.from, MessageBody::TermReply { nonce }, out);
                 Ok(())
             }
-            MessageBody::TermReply => {
-                self.on_term_reply(msg, out);
+            MessageBody::TermReply { nonce } => {
+                self.on_term_reply(msg, nonce, out);
                 Ok(())
             }
             // Until it knows the cluster's terms, a rejoining replica's own term may be
@@ -408,7 +419,7 @@ impl Replica {
                 self.on_heartbeat_response(msg, *read_seq, out)
             }
             MessageBody::TimeoutNow => self.on_timeout_now(msg, out),
-            MessageBody::TermQuery | MessageBody::TermReply => {
+            MessageBody::TermQuery { .. } | MessageBody::TermReply { .. } => {
                 unreachable!("handled in step")
             }
         }
@@ -727,14 +738,18 @@ impl Replica {
             .into_iter()
             .filter(|p| !terms.contains_key(p))
             .collect();
+        let nonce = rejoin.nonce;
         for to in ask {
-            self.send(to, MessageBody::TermQuery, out);
+            self.send(to, MessageBody::TermQuery { nonce }, out);
         }
     }
 
-    fn on_term_reply(&mut self, msg: &Message, out: &mut Vec<Action>) {
+    fn on_term_reply(&mut self, msg: &Message, nonce: u64, out: &mut Vec<Action>) {
         let voters = self.config.voters.len();
-        let Some(terms) = self.rejoin.as_mut().and_then(|r| r.terms.as_mut()) else {
+        let Some(rejoin) = self.rejoin.as_mut().filter(|r| r.nonce == nonce) else {
+            return;
+        };
+        let Some(terms) = rejoin.terms.as_mut() else {
             return;
         };
         terms.insert(msg.from, msg.term);

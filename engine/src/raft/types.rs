@@ -271,11 +271,18 @@ pub enum MessageBody {
     },
     TimeoutNow,
     /// A rejoining replica asks for the receiver's current term. Outside the term rules:
-    /// the receiver neither adopts nor compares the message's term.
-    TermQuery,
-    /// Answer to [`MessageBody::TermQuery`]; the message's term is the sender's current
-    /// term. Outside the term rules too.
-    TermReply,
+    /// the receiver neither adopts nor compares the message's term. `nonce` is drawn for
+    /// this rejoin (from the replica's seed: a driver seeds each start differently), so
+    /// an answer to an earlier rejoin of the same replica, still in flight, is not taken
+    /// for one to this rejoin.
+    TermQuery {
+        nonce: u64,
+    },
+    /// Answer to [`MessageBody::TermQuery`], echoing its nonce; the message's term is the
+    /// sender's current term. Outside the term rules too.
+    TermReply {
+        nonce: u64,
+    },
 }
 
 /// A follower's hint for fast backtracking after rejecting an AppendEntries.
