@@ -492,8 +492,24 @@ impl Cluster {
         } else {
             Signal::SIGCONT
         };
-        kill(Pid::from_raw(child.id() as i32), signal)
-            .map_err(|e| LaunchError::Other(format!("signal {signal} to node {id}: {e}")))
+        let pid = child.id();
+        kill(Pid::from_raw(pid as i32), signal)
+            .map_err(|e| LaunchError::Other(format!("signal {signal} to node {id}: {e}")))?;
+        if frozen {
+            // A signal only stops a thread when it next runs; on a loaded machine one could
+            // still answer a request sent after `kill` returned. Return once every thread
+            // is stopped.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !all_threads_stopped(pid) {
+                if Instant::now() >= deadline {
+                    return Err(LaunchError::Other(format!(
+                        "node {id} (pid {pid}) not stopped 10 s after SIGSTOP"
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        Ok(())
     }
 
     /// Kills one node with SIGKILL (no drain).
@@ -577,6 +593,22 @@ fn tail_of(path: &Path, lines: usize) -> String {
     };
     let all: Vec<String> = BufReader::new(file).lines().map_while(Result::ok).collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Whether every thread of process `pid` is stopped (state `T` in `/proc/PID/task/*/stat`).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.filter_map(Result::ok).all(|task| {
+        std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+            // The state follows the command name, which is in parentheses and may hold
+            // spaces: take the first field after the last `)`.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|state| state == "T" || state == "t")
+        })
+    })
 }
 
 #[cfg(test)]
