@@ -21,8 +21,12 @@ use crate::CloseReason;
 type HmacSha256 = Hmac<Sha256>;
 
 const AUTH_LABEL: &[u8] = b"raft-net-auth-v1";
-/// Protocol version carried in hello frames.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// Protocol version carried in hello frames; peers of another version are refused at the
+/// handshake. 3: a heartbeat's commit index is bounded by what the receiving follower
+/// acknowledged, and the follower commits it without an append (a follower of version 3
+/// must never take a version-2 leader's unbounded commit on trust); rejoin's term query
+/// and reply.
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The fields of a peer's hello that outlive the receive buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
