@@ -1,7 +1,7 @@
 //! A 3-node cluster of real raftd processes on loopback: election, replication, a
 //! follower restart, convergence, the preferred leader, leadership transfer, fixed-leader
-//! mode, graceful drain, a bad tuning file, a node whose data was lost or is another's, and
-//! hostile connections during writes.
+//! mode, graceful drain, a bad tuning file, a node whose data was lost or is another's, a
+//! node that rejoins after losing its data, and hostile connections during writes.
 //!
 //! Every test bounds its time, uses loopback ports leased by the launcher and a temporary
 //! data directory, and stops its processes (the launcher kills them on drop).
@@ -405,6 +405,47 @@ fn a_follower_that_lost_its_data_rejoins_and_then_carries_the_cluster() {
         "{tail}"
     );
     cluster.restart(lost).expect("restart");
+    let converged = wait_converged(&mut cluster, last, STEP);
+    assert_eq!(converged.len(), 3, "{converged:?}");
+    let exits = cluster.stop_all(STEP).expect("stop");
+    assert!(exits.iter().all(|e| e.success), "{exits:?}");
+}
+
+#[test]
+fn a_rejoining_node_waits_for_every_member_before_it_takes_part() {
+    let (mut cluster, mut client, leader) = started(LOCAL_TOML, 14);
+    let mut last = 0;
+    for i in 0..50 {
+        last = client.submit(vec![put(i)], STEP).expect("submit");
+    }
+    let ids = cluster.node_ids();
+    let lost = *ids.iter().find(|&&n| n != leader).expect("follower");
+    let down = *ids
+        .iter()
+        .find(|&&n| n != leader && n != lost)
+        .expect("other");
+    cluster.kill(lost).expect("kill");
+    std::fs::remove_dir_all(cluster.data_dir(lost).expect("data dir")).expect("lose the data");
+    cluster.kill(down).expect("kill the other follower");
+    cluster.rejoin(lost).expect("rejoin");
+    // It cannot learn every member's term: it stays rejoining and takes no entries from
+    // the leader (whose term it does not know to be current).
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < deadline {
+        if let Ok(r) = client.status(lost, Duration::from_millis(500)) {
+            assert_eq!(r.role, "rejoining", "{r:?}");
+            assert_eq!(r.last_index, 0, "it took entries while still asking: {r:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cluster.restart(down).expect("the other follower is back");
+    assert_eq!(wait_rejoined(&mut client, lost), "follower");
+    client.set_leader(None);
+    for i in 50..100 {
+        last = client
+            .submit(vec![put(i)], STEP)
+            .expect("submit after the rejoin");
+    }
     let converged = wait_converged(&mut cluster, last, STEP);
     assert_eq!(converged.len(), 3, "{converged:?}");
     let exits = cluster.stop_all(STEP).expect("stop");
