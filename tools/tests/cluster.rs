@@ -940,9 +940,18 @@ fn the_closed_loop_load_goes_on_through_a_killed_leader() {
     let load = std::thread::spawn(move || {
         tools::load::closed_loop(|_| Ok(clients.next().expect("two clients")), cfg)
     });
-    // Kill the leader with the load's batches in flight to it.
-    std::thread::sleep(Duration::from_secs(1));
-    let before = client.status(leader, STEP).expect("status").commit;
+    // Kill the leader with the load's batches in flight to it: once the load is seen
+    // committing (a fixed pause was not always enough on a loaded machine).
+    let start = client.status(leader, STEP).expect("status").commit;
+    let deadline = Instant::now() + STEP;
+    let before = loop {
+        let commit = client.status(leader, STEP).expect("status").commit;
+        if commit > start + 200 {
+            break commit;
+        }
+        assert!(Instant::now() < deadline, "the load committed nothing");
+        std::thread::sleep(Duration::from_millis(20));
+    };
     cluster.kill(leader).expect("kill the leader");
     client.set_leader(None);
     let new = cluster.wait_leader(&mut client, STEP).expect("new leader");
