@@ -246,20 +246,14 @@ pub const REJOIN_MARK: &str = "rejoining";
 /// at any later point leaves the mark, so the shard never votes before it caught up.
 pub fn mark_rejoining(tuning: &NodeTuning, shard: u32) -> Result<(), NodeError> {
     let dir = shard_dir(tuning, shard);
-    let io = |what: &str, at: &Path, e: std::io::Error| {
-        refuse(format!("cannot {what} {}: {e}", at.display()))
-    };
-    std::fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
-    let path = rejoin_mark_path(tuning, shard);
-    let mut file = File::create(&path).map_err(|e| io("create", &path, e))?;
-    file.write_all(
+    std::fs::create_dir_all(&dir).map_err(|e| io_refusal("create", &dir, e))?;
+    write_synced(
+        &rejoin_mark_path(tuning, shard),
         b"This shard lost its data and is rejoining its cluster: it does not vote until it\n\
           has caught up with the leader, and raftd removes this file then. Do not remove it.\n",
-    )
-    .and_then(|()| file.sync_all())
-    .map_err(|e| io("write", &path, e))?;
+    )?;
     for d in [&dir, &tuning.host.data_dir] {
-        sync_dir(d).map_err(|e| io("sync", d, e))?;
+        sync_dir(d).map_err(|e| io_refusal("sync", d, e))?;
     }
     Ok(())
 }
@@ -274,6 +268,18 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir).and_then(|d| d.sync_all())
 }
 
+fn io_refusal(what: &str, at: &Path, e: std::io::Error) -> NodeError {
+    refuse(format!("cannot {what} {}: {e}", at.display()))
+}
+
+/// Creates (or replaces) `path` with `bytes`, synced.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), NodeError> {
+    let mut file = File::create(path).map_err(|e| io_refusal("create", path, e))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| io_refusal("write", path, e))
+}
+
 /// Writes the identity: to a temporary file, synced, renamed into place, and the directory
 /// synced, so a crash leaves either no identity or the whole one.
 pub fn record(tuning: &NodeTuning) -> Result<(), NodeError> {
@@ -284,16 +290,10 @@ pub fn record(tuning: &NodeTuning) -> Result<(), NodeError> {
          # directory whose identity is not its own. Do not copy or edit.\n{}",
         toml::to_string(&Identity::of(tuning)).expect("identity serializes")
     );
-    let io = |what: &str, at: &Path, e: std::io::Error| {
-        refuse(format!("cannot {what} {}: {e}", at.display()))
-    };
     let tmp = dir.join(format!("{IDENTITY_FILE}.tmp"));
-    let mut file = File::create(&tmp).map_err(|e| io("create", &tmp, e))?;
-    file.write_all(text.as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|e| io("write", &tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| io("rename into", &path, e))?;
-    sync_dir(dir).map_err(|e| io("sync", dir, e))
+    write_synced(&tmp, text.as_bytes())?;
+    std::fs::rename(&tmp, &path).map_err(|e| io_refusal("rename into", &path, e))?;
+    sync_dir(dir).map_err(|e| io_refusal("sync", dir, e))
 }
 
 #[cfg(test)]
@@ -309,7 +309,16 @@ mod tests {
             .expect("node")
     }
 
-    /// What opening the shards' storage leaves behind (the hard state file is the marker).
+    /// A data directory as a node's first start leaves it: shard storage and identity.
+    fn formatted(root: &Path, id: u64) -> NodeTuning {
+        let t = node(root, id);
+        open_shards(&t);
+        record(&t).expect("record");
+        t
+    }
+
+    /// What opening the shards' storage leaves behind (the hard state file is the marker;
+    /// creating the log directory creates the data directory too).
     fn open_shards(tuning: &NodeTuning) {
         for s in 0..tuning.cluster.shards.count {
             std::fs::create_dir_all(log_dir(tuning, s)).expect("log dir");
@@ -337,7 +346,6 @@ mod tests {
         // The check creates nothing: until the identity is recorded, the directory is new.
         assert!(!t.host.data_dir.exists());
 
-        std::fs::create_dir_all(&t.host.data_dir).expect("data dir");
         open_shards(&t);
         record(&t).expect("record");
         assert_eq!(check(&t, Begin::Resume).expect("restart"), Start::Existing);
@@ -349,10 +357,7 @@ mod tests {
     #[test]
     fn a_lost_shard_state_is_refused() {
         let root = tempfile::tempdir().expect("tempdir");
-        let t = node(root.path(), 1);
-        std::fs::create_dir_all(&t.host.data_dir).expect("data dir");
-        open_shards(&t);
-        record(&t).expect("record");
+        let t = formatted(root.path(), 1);
         std::fs::remove_dir_all(shard_dir(&t, 0)).expect("lose shard 0");
         let m = refusal(check(&t, Begin::Resume));
         assert!(m.contains("shard-0/hard_state is missing"), "{m}");
@@ -377,10 +382,7 @@ mod tests {
     #[test]
     fn another_nodes_or_clusters_directory_is_refused() {
         let root = tempfile::tempdir().expect("tempdir");
-        let one = node(root.path(), 1);
-        std::fs::create_dir_all(&one.host.data_dir).expect("data dir");
-        open_shards(&one);
-        record(&one).expect("record");
+        let one = formatted(root.path(), 1);
 
         let mut two = node(root.path(), 2);
         two.host.data_dir = one.host.data_dir.clone();
@@ -457,7 +459,6 @@ mod tests {
     fn a_damaged_identity_names_the_file() {
         let root = tempfile::tempdir().expect("tempdir");
         let t = node(root.path(), 1);
-        std::fs::create_dir_all(&t.host.data_dir).expect("data dir");
         open_shards(&t);
         for (text, says) in [
             ("format = 1\ncluster_id = 1\n", "missing field"),

@@ -200,8 +200,6 @@ struct OpenedShard {
     replica: Replica,
     log: Log,
     hard_state: HardStateFile,
-    /// The shard's rejoin mark, while it is rejoining.
-    rejoin_mark: Option<PathBuf>,
 }
 
 fn open_shard(
@@ -225,7 +223,7 @@ fn open_shard(
     let log = Log::open(shard_log_dir(tuning, shard_id), log_config)?;
     let (hard_state, hs) = HardStateFile::open(shard_hard_state_path(tuning, shard_id))?;
     let first = log.first_index();
-    let rejoin_mark = Some(identity::rejoin_mark_path(tuning, shard_id)).filter(|p| p.exists());
+    let rejoining = identity::rejoin_mark_path(tuning, shard_id).exists();
     let recovered = RecoveredState {
         hard_state: HardState {
             term: hs.term,
@@ -241,7 +239,7 @@ fn open_shard(
                 len: m.payload_len,
             })
             .collect(),
-        rejoining: rejoin_mark.is_some(),
+        rejoining,
     };
     info!(
         node = tuning.host.node_id,
@@ -249,7 +247,7 @@ fn open_shard(
         first_index = first,
         last_index = log.last_index(),
         term = hs.term,
-        rejoining = rejoin_mark.is_some(),
+        rejoining,
         "log recovered"
     );
     let seed = options.seed.unwrap_or_else(|| {
@@ -264,7 +262,6 @@ fn open_shard(
         replica,
         log,
         hard_state,
-        rejoin_mark,
     })
 }
 
@@ -379,7 +376,7 @@ pub fn run(
             apply_lag_max: tuning.cluster.replication.apply_lag_entries_max,
             applier_wake_entries: u64::from(tuning.host.applier.batch_entries_max),
             report_stale_after: Duration::from_millis(tuning.cluster.raft.election_timeout_ms_max),
-            rejoin_mark: opened.rejoin_mark,
+            rejoin_mark: identity::rejoin_mark_path(tuning, shard_id),
             client_addrs: tuning
                 .cluster
                 .members

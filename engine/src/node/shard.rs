@@ -74,9 +74,9 @@ pub struct ShardSettings {
     /// Committed entries that wake a parked applier at once (`applier.batch_entries_max`);
     /// fewer wait for the next tick, unless a client waits for the applier.
     pub applier_wake_entries: u64,
-    /// The shard's rejoin mark while it rejoins after a loss of data (removed when the
-    /// core reports the rejoin complete).
-    pub rejoin_mark: Option<std::path::PathBuf>,
+    /// Where the shard's rejoin mark lives: present while the core rejoins after a loss
+    /// of data, removed when it reports the rejoin complete.
+    pub rejoin_mark: std::path::PathBuf,
 }
 
 /// A client request whose entries were proposed and are waiting to be committed.
@@ -1009,14 +1009,13 @@ impl State {
                     }
                 }
                 Action::RejoinComplete { index } => {
-                    if let Some(mark) = self.settings.rejoin_mark.take() {
-                        super::identity::clear_rejoin_mark(&mark).map_err(|e| {
-                            NodeError::DataDir(format!(
-                                "cannot remove the rejoin mark {}: {e}",
-                                mark.display()
-                            ))
-                        })?;
-                    }
+                    let mark = &self.settings.rejoin_mark;
+                    super::identity::clear_rejoin_mark(mark).map_err(|e| {
+                        NodeError::DataDir(format!(
+                            "cannot remove the rejoin mark {}: {e}",
+                            mark.display()
+                        ))
+                    })?;
                     info!(
                         shard = self.settings.shard,
                         index, "rejoin complete: caught up with the leader, voting again"
