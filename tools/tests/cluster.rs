@@ -325,6 +325,24 @@ fn wait_rejoined(client: &mut engine::client::Client, id: u64) -> String {
     }
 }
 
+/// The two followers of `leader`.
+fn followers(cluster: &Cluster, leader: u64) -> (u64, u64) {
+    let ids: Vec<u64> = cluster
+        .node_ids()
+        .into_iter()
+        .filter(|&n| n != leader)
+        .collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    (ids[0], ids[1])
+}
+
+/// Kills node `id` and deletes its data directory, as a lost disk would.
+fn lose_data(cluster: &mut Cluster, id: u64) {
+    let dir = cluster.data_dir(id).expect("data dir").to_path_buf();
+    cluster.kill(id).expect("kill");
+    std::fs::remove_dir_all(&dir).expect("lose the data");
+}
+
 #[test]
 fn a_follower_that_lost_its_data_rejoins_and_then_carries_the_cluster() {
     let (mut cluster, mut client, leader) = started(LOCAL_TOML, 13);
@@ -332,15 +350,9 @@ fn a_follower_that_lost_its_data_rejoins_and_then_carries_the_cluster() {
     for i in 0..100 {
         last = client.submit(vec![put(i)], STEP).expect("submit");
     }
-    let ids = cluster.node_ids();
-    let lost = *ids.iter().find(|&&n| n != leader).expect("follower");
-    let other = *ids
-        .iter()
-        .find(|&&n| n != leader && n != lost)
-        .expect("other");
+    let (lost, other) = followers(&cluster, leader);
     let dir = cluster.data_dir(lost).expect("data dir").to_path_buf();
-    cluster.kill(lost).expect("kill");
-    std::fs::remove_dir_all(&dir).expect("lose the data");
+    lose_data(&mut cluster, lost);
     // The cluster goes on without it, and it comes back with nothing.
     for i in 100..200 {
         last = client
@@ -418,14 +430,8 @@ fn a_rejoining_node_waits_for_every_member_before_it_takes_part() {
     for i in 0..50 {
         last = client.submit(vec![put(i)], STEP).expect("submit");
     }
-    let ids = cluster.node_ids();
-    let lost = *ids.iter().find(|&&n| n != leader).expect("follower");
-    let down = *ids
-        .iter()
-        .find(|&&n| n != leader && n != lost)
-        .expect("other");
-    cluster.kill(lost).expect("kill");
-    std::fs::remove_dir_all(cluster.data_dir(lost).expect("data dir")).expect("lose the data");
+    let (lost, down) = followers(&cluster, leader);
+    lose_data(&mut cluster, lost);
     cluster.kill(down).expect("kill the other follower");
     cluster.rejoin(lost).expect("rejoin");
     // It cannot learn every member's term: it stays rejoining and takes no entries from
