@@ -976,6 +976,13 @@ impl State {
                 }
                 Action::Truncate { index } => {
                     self.log.truncate_after(index).map_err(NodeError::Storage)?;
+                    // A deposed leader's submits whose entries the new leader replaced: the
+                    // commit index may not reach them until unrelated writes come, and
+                    // another replica may still hold them, so the outcome is unknown now.
+                    while self.submits.back().is_some_and(|p| p.last_index > index) {
+                        let p = self.submits.pop_back().expect("back exists");
+                        self.reply(p.conn, p.request_id, ClientStatus::Timeout, p.last_index);
+                    }
                 }
                 Action::Append {
                     first_index,
