@@ -574,6 +574,22 @@ impl Cluster {
             .find(|n| n.id == id)
             .map_or_else(String::new, |n| tail_of(&n.log_path, lines))
     }
+
+    /// The last `lines` lines of every node's log, each under a heading naming the node:
+    /// what a failure message carries, since the logs go with the cluster's directory.
+    pub fn log_tails(&self, lines: usize) -> String {
+        self.nodes
+            .iter()
+            .map(|n| {
+                format!(
+                    "node {}'s log ends with:\n{}",
+                    n.id,
+                    tail_of(&n.log_path, lines)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
 }
 
 impl Drop for Cluster {

@@ -370,6 +370,9 @@ fn finish(result: Result<Summary, String>, json: bool) -> ExitCode {
     }
 }
 
+/// Lines of each node's log a failed run's message ends with.
+const LOG_TAIL_LINES: usize = 40;
+
 fn local(
     tuning_path: Option<&Path>,
     fsync: Fsync,
@@ -415,7 +418,10 @@ fn local(
                 .wait_leader(&mut admin, Duration::from_secs(20))
                 .map_err(|e| format!("shard {shard}: {e}"))?;
         }
-        let mut report = one_run(run, &target, &mut admin, args)?;
+        // The nodes' logs go with the cluster's temporary directory: a failed run keeps
+        // their ends in its message.
+        let mut report = one_run(run, &target, &mut admin, args)
+            .map_err(|e| format!("run {run}: {e}\n{}", cluster.log_tails(LOG_TAIL_LINES)))?;
         let exits = cluster
             .stop_all(Duration::from_secs(20))
             .map_err(|e| e.to_string())?;
