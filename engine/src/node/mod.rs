@@ -23,6 +23,7 @@ mod machine;
 mod port;
 mod shard;
 mod status;
+pub(crate) mod submits;
 
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;

@@ -34,6 +34,7 @@ use super::convert::{from_wire, to_wire};
 use super::machine::SharedKv;
 use super::port::Port;
 use super::status::{shard_status, ShardCounters, ShardReport};
+use super::submits::{Outcome, Submits};
 use super::NodeError;
 use crate::applier::{ApplyResult, ShardLink};
 use crate::kv::Command;
@@ -77,15 +78,6 @@ pub struct ShardSettings {
     /// Where the shard's rejoin mark lives: present while the core rejoins after a loss
     /// of data, removed when it reports the rejoin complete.
     pub rejoin_mark: std::path::PathBuf,
-}
-
-/// A client request whose entries were proposed and are waiting to be committed.
-#[derive(Debug)]
-struct PendingSubmit {
-    conn: ConnId,
-    request_id: u64,
-    term: u64,
-    last_index: u64,
 }
 
 /// A checked submit the leader holds while a replica's applier catches up (see
@@ -137,7 +129,8 @@ struct State {
     /// With fsync off, appended entries count as persisted at the end of the turn.
     persist_now: bool,
     inflight_sync: Option<InflightSync>,
-    submits: VecDeque<PendingSubmit>,
+    /// Client requests whose entries were proposed, by connection and request id.
+    submits: Submits<(ConnId, u64)>,
     held: VecDeque<HeldSubmit>,
     reads: BTreeMap<u64, PendingRead>,
     next_read_ctx: u64,
@@ -204,7 +197,7 @@ impl Shard {
                 sync_wanted: false,
                 persist_now: false,
                 inflight_sync: None,
-                submits: VecDeque::new(),
+                submits: Submits::default(),
                 held: VecDeque::new(),
                 reads: BTreeMap::new(),
                 next_read_ctx: 1,
@@ -709,32 +702,34 @@ impl State {
         )
     }
 
-    /// The known leader's client address, for a `NotLeader` reply only: where to retry. A
-    /// reply with any other status comes from the node the client should keep using, so
-    /// it carries none (and no per-reply copy of the address).
-    fn leader_addr(&self, status: ClientStatus) -> Option<String> {
-        if status != ClientStatus::NotLeader {
-            return None;
-        }
-        let leader = self.replica.leader()?;
-        self.settings
-            .client_addrs
-            .iter()
-            .find(|(node, _)| *node == leader)
-            .map(|(_, addr)| addr.clone())
+    fn reply(&mut self, conn: ConnId, request_id: u64, status: ClientStatus, index: u64) {
+        let reply = write_reply(&self.replica, &self.settings, request_id, status, index);
+        self.replies.push((conn, reply));
     }
 
-    fn reply(&mut self, conn: ConnId, request_id: u64, status: ClientStatus, index: u64) {
-        self.replies.push((
-            conn,
-            ClientMessage::Reply {
-                request_id,
-                status,
-                leader_hint: self.replica.leader(),
-                leader_addr: self.leader_addr(status),
-                index,
-            },
-        ));
+    /// Answers pending submits: those up to the commit index (`cut: None`), or those
+    /// with entries past a truncation point.
+    fn answer_submits(&mut self, cut: Option<u64>) -> bool {
+        let Self {
+            submits,
+            replica,
+            settings,
+            replies,
+            ..
+        } = self;
+        let answer = |(conn, request_id), outcome, last| {
+            let status = client_status(outcome);
+            let reply = write_reply(replica, settings, request_id, status, last);
+            replies.push((conn, reply));
+        };
+        match cut {
+            Some(index) => {
+                let before = submits.len();
+                submits.truncated(index, answer);
+                submits.len() < before
+            }
+            None => submits.committed(replica.commit(), |i| replica.term_at(i), answer),
+        }
     }
 
     fn on_submit(
@@ -825,12 +820,8 @@ impl State {
     ) -> Result<(), NodeError> {
         match self.replica.propose(lens, &mut self.actions) {
             Ok((term, first_index)) => {
-                self.submits.push_back(PendingSubmit {
-                    conn,
-                    request_id,
-                    term,
-                    last_index: first_index + lens.len() as u64 - 1,
-                });
+                let last_index = first_index + lens.len() as u64 - 1;
+                self.submits.push((conn, request_id), term, last_index);
                 self.execute(None, Some(slices))
             }
             Err(ProposeError::NotLeader { .. }) => {
@@ -892,7 +883,7 @@ impl State {
                 request_id,
                 status,
                 leader_hint: self.replica.leader(),
-                leader_addr: self.leader_addr(status),
+                leader_addr: leader_addr(&self.replica, &self.settings, status),
                 value,
             },
         ));
@@ -976,13 +967,8 @@ impl State {
                 }
                 Action::Truncate { index } => {
                     self.log.truncate_after(index).map_err(NodeError::Storage)?;
-                    // A deposed leader's submits whose entries the new leader replaced: the
-                    // commit index may not reach them until unrelated writes come, and
-                    // another replica may still hold them, so the outcome is unknown now.
-                    while self.submits.back().is_some_and(|p| p.last_index > index) {
-                        let p = self.submits.pop_back().expect("back exists");
-                        self.reply(p.conn, p.request_id, ClientStatus::Timeout, p.last_index);
-                    }
+                    // A deposed leader's submits whose entries the new leader overwrote.
+                    self.answer_submits(Some(index));
                 }
                 Action::Append {
                     first_index,
@@ -1056,20 +1042,7 @@ impl State {
         }
         let applied = self.link.applied_index();
         self.applied_seen = applied;
-        let commit = self.replica.commit();
-        let mut answered = false;
-        while self.submits.front().is_some_and(|p| p.last_index <= commit) {
-            let p = self.submits.pop_front().expect("front exists");
-            // Committed in the term it was proposed in: the entries are the client's.
-            // Otherwise a new leader replaced them.
-            let status = if self.replica.term_at(p.last_index) == Some(p.term) {
-                ClientStatus::Ok
-            } else {
-                ClientStatus::NotLeader
-            };
-            self.reply(p.conn, p.request_id, status, p.last_index);
-            answered = true;
-        }
+        let mut answered = self.answer_submits(None);
         let ready: Vec<u64> = self
             .reads
             .iter()
@@ -1138,6 +1111,52 @@ impl State {
 }
 
 /// The part of `run` from `first_index` on (the prefix was already in the log).
+/// The known leader's client address, for a `NotLeader` reply only: where to retry. A
+/// reply with any other status comes from the node the client should keep using, so it
+/// carries none (and no per-reply copy of the address).
+fn leader_addr(
+    replica: &Replica,
+    settings: &ShardSettings,
+    status: ClientStatus,
+) -> Option<String> {
+    if status != ClientStatus::NotLeader {
+        return None;
+    }
+    let leader = replica.leader()?;
+    settings
+        .client_addrs
+        .iter()
+        .find(|(node, _)| *node == leader)
+        .map(|(_, addr)| addr.clone())
+}
+
+fn write_reply(
+    replica: &Replica,
+    settings: &ShardSettings,
+    request_id: u64,
+    status: ClientStatus,
+    index: u64,
+) -> ClientMessage {
+    ClientMessage::Reply {
+        request_id,
+        status,
+        leader_hint: replica.leader(),
+        leader_addr: leader_addr(replica, settings, status),
+        index,
+    }
+}
+
+/// How a client hears what became of its write.
+fn client_status(outcome: Outcome) -> ClientStatus {
+    match outcome {
+        Outcome::Committed => ClientStatus::Ok,
+        // Not written: sending it again cannot apply it twice.
+        Outcome::Replaced => ClientStatus::NotLeader,
+        // Outcome unknown: it may still be committed.
+        Outcome::Unknown => ClientStatus::Timeout,
+    }
+}
+
 fn suffix<'a>(run: &RecordRun<'a>, first_index: u64) -> Result<RecordRun<'a>, NodeError> {
     let (run_first, _) = run.first().expect("Append names records of the run");
     if first_index == run_first {

@@ -33,6 +33,7 @@ pub const LINEARIZABLE_READ: &str = "linearizable read";
 pub const DRIVER_CONTRACT: &str = "action contract";
 pub const CORE_PANIC: &str = "core invariant (panic)";
 pub const LIVENESS: &str = "liveness";
+pub const CLIENT_ANSWERS: &str = "client answers";
 
 fn violation<T>(invariant: &'static str, details: String) -> Result<T, Violation> {
     Err(Violation { invariant, details })

@@ -11,6 +11,7 @@ use super::checker::{self, History, Violation};
 use super::network::{Network, Packet};
 use super::scenario::Scenario;
 use super::storage::{Entry, SimStorage};
+use crate::node::submits::Submits;
 use crate::raft::{Action, Config, Index, RecoveredState, Replica, ReplicaId, Role, Term};
 
 /// Typical client payload; a few are larger than any batch limit.
@@ -54,6 +55,16 @@ struct Node {
     restart_at: u64,
     /// Term in which this replica was last seen leading (this incarnation).
     leader_term: Option<Term>,
+    /// Proposals it accepted and has not answered, kept by the node's own rules (this
+    /// incarnation: a crash closes the clients' connections).
+    submits: Submits<SimSubmit>,
+}
+
+/// An accepted proposal as its client knows it: where its entries start, and their pids.
+#[derive(Debug)]
+struct SimSubmit {
+    first_index: Index,
+    pids: Vec<u64>,
 }
 
 /// Why the core is being stepped: what the executed actions may refer to.
@@ -83,6 +94,10 @@ pub struct Stats {
     pub proposals_accepted: u64,
     pub reads_served: u64,
     pub reads_failed: u64,
+    /// Accepted proposals answered `Ok`, "replaced" (not written) and "outcome unknown".
+    pub answered_ok: u64,
+    pub answered_replaced: u64,
+    pub answered_unknown: u64,
     pub step_errors: u64,
 }
 
@@ -109,6 +124,9 @@ pub struct Cluster {
     /// (its loss still excused by the durability check), so the other checkers must
     /// catch what goes wrong. See [`super::SimOptions::naive_wipes`].
     pub naive_wipes: bool,
+    /// Checker self-test: a truncation answers none of the proposals whose entries it
+    /// removes. See [`super::SimOptions::silent_truncations`].
+    pub silent_truncations: bool,
 }
 
 impl Cluster {
@@ -132,6 +150,7 @@ impl Cluster {
                     reads: BTreeMap::new(),
                     restart_at: 0,
                     leader_term: None,
+                    submits: Submits::default(),
                 }
             })
             .collect();
@@ -152,6 +171,7 @@ impl Cluster {
             proposal_appended: false,
             out: Vec::new(),
             naive_wipes: false,
+            silent_truncations: false,
         }
     }
 
@@ -348,6 +368,13 @@ impl Cluster {
         match res {
             Ok((term, first_index)) => {
                 self.stats.proposals_accepted += 1;
+                let pids: Vec<u64> = items.iter().map(|&(pid, _)| pid).collect();
+                let last_index = first_index + pids.len() as Index - 1;
+                let submit = SimSubmit {
+                    first_index,
+                    pids: pids.clone(),
+                };
+                self.nodes[r].submits.push(submit, term, last_index);
                 self.proposal_appended = false;
                 let cause = Cause::Propose {
                     term,
@@ -365,7 +392,7 @@ impl Cluster {
                         ),
                     });
                 }
-                Ok(Some(items.iter().map(|&(pid, _)| pid).collect()))
+                Ok(Some(pids))
             }
             Err(_) => {
                 self.finish(r, &Cause::Client, out)?;
@@ -467,6 +494,7 @@ impl Cluster {
         let node = &mut self.nodes[r];
         node.replica = None;
         node.reads.clear();
+        node.submits = Submits::default();
         node.leader_term = None;
         node.restart_at = self.now + downtime;
         self.stats.crashes += 1;

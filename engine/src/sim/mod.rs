@@ -16,8 +16,10 @@
 //! After every step (one event into one replica, and the actions it emitted) the
 //! checkers in [`checker`] run: election safety, log matching, leader completeness,
 //! state-machine safety, commit monotonicity, durability of acknowledged and committed
-//! entries, hard state durable before it is visible, linearizable reads, and the core's
-//! own `check_invariants`.
+//! entries, hard state durable before it is visible, linearizable reads, client answers
+//! (a proposal answered `Ok` is committed as proposed, one answered "replaced" never is,
+//! by the rules the node answers its clients with), and the core's own
+//! `check_invariants`. The liveness check also requires every accepted proposal answered.
 //!
 //! ```no_run
 //! let report = engine::sim::run_seed(7, &engine::sim::SimOptions::default());
@@ -56,6 +58,11 @@ pub struct SimOptions {
     /// check still excuses its loss, so election safety, leader completeness and
     /// state-machine safety must catch what the forgotten vote and entries do.
     pub naive_wipes: bool,
+    /// A test of the checkers, never of the core: a replica whose log is cut after a
+    /// leader change answers none of the proposals whose entries the cut removed (as
+    /// nodes did before they answered those "outcome unknown"). Those proposals' clients
+    /// would wait until unrelated writes pass them, so the liveness check must fail.
+    pub silent_truncations: bool,
 }
 
 impl Default for SimOptions {
@@ -65,6 +72,7 @@ impl Default for SimOptions {
             liveness: true,
             trace: false,
             naive_wipes: false,
+            silent_truncations: false,
         }
     }
 }
@@ -155,6 +163,7 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure> {
     let mut cluster = Cluster::new(seed, options.fault_ticks_max, options.trace);
     cluster.naive_wipes = options.naive_wipes;
+    cluster.silent_truncations = options.silent_truncations;
     let scenario = cluster.scenario.to_string();
     let result = panic::catch_unwind(AssertUnwindSafe(|| cluster.run(options.liveness)));
     let violation = match result {

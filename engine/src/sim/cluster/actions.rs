@@ -3,7 +3,8 @@
 
 use rand::Rng;
 
-use super::{Cause, Cluster};
+use super::{Cause, Cluster, SimSubmit};
+use crate::node::submits::Outcome;
 use crate::raft::{Action, Index, MessageBody, ReplicaId, Role};
 use crate::sim::checker::{self, Violation};
 use crate::sim::network::Packet;
@@ -120,6 +121,15 @@ impl Cluster {
                         });
                     }
                     self.nodes[r].storage.truncate(keep as usize);
+                    if !self.silent_truncations {
+                        let mut answered = Vec::new();
+                        self.nodes[r]
+                            .submits
+                            .truncated(keep, |s, outcome, last| answered.push((s, outcome, last)));
+                        for (submit, outcome, last) in answered {
+                            self.check_answer(r, submit, outcome, last)?;
+                        }
+                    }
                 }
                 Action::Append {
                     first_index,
@@ -333,6 +343,67 @@ impl Cluster {
         Ok(())
     }
 
+    /// What replica `r` answered the client of `submit`, whose entries end at `last`: `Ok`
+    /// only if every entry is committed as proposed, "replaced" only if none is (the
+    /// client sends it again, and must not see it applied twice).
+    fn check_answer(
+        &mut self,
+        r: usize,
+        submit: SimSubmit,
+        outcome: Outcome,
+        last: Index,
+    ) -> Result<(), Violation> {
+        let id = self.nodes[r].id;
+        let chosen = self.hist.chosen();
+        let committed: Vec<bool> = (submit.first_index..=last)
+            .zip(&submit.pids)
+            .map(|(index, &pid)| chosen.get(index as usize - 1).is_some_and(|e| e.pid == pid))
+            .collect();
+        let wrong = match outcome {
+            Outcome::Committed => {
+                self.stats.answered_ok += 1;
+                committed.iter().any(|&c| !c)
+            }
+            Outcome::Replaced => {
+                self.stats.answered_replaced += 1;
+                committed.iter().any(|&c| c)
+            }
+            Outcome::Unknown => {
+                self.stats.answered_unknown += 1;
+                false
+            }
+        };
+        if wrong {
+            return Err(Violation {
+                invariant: checker::CLIENT_ANSWERS,
+                details: format!(
+                    "r{id} answered {outcome:?} for pids {:?} at {}..={last}, committed as \
+                     proposed: {committed:?} (commit {})",
+                    submit.pids,
+                    submit.first_index,
+                    self.replica(r).commit()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Answers replica `r`'s proposals up to its commit index, as its node would.
+    fn answer_committed(&mut self, r: usize) -> Result<(), Violation> {
+        let mut answered = Vec::new();
+        let node = &mut self.nodes[r];
+        let replica = node.replica.as_ref().expect("up");
+        node.submits.committed(
+            replica.commit(),
+            |i| replica.term_at(i),
+            |s, outcome, last| answered.push((s, outcome, last)),
+        );
+        for (submit, outcome, last) in answered {
+            self.check_answer(r, submit, outcome, last)?;
+        }
+        Ok(())
+    }
+
     /// Checks after every step of replica `r`.
     pub(super) fn after_step(&mut self, r: usize) -> Result<(), Violation> {
         self.stats.steps += 1;
@@ -364,6 +435,7 @@ impl Cluster {
         checker::check_commit_monotonic(id, self.nodes[r].commit, commit)?;
         self.nodes[r].commit = commit;
         self.observe_commit(r, commit)?;
+        self.answer_committed(r)?;
         if role == Role::Leader {
             self.hist.check_election_safety(id, term)?;
             if self.nodes[r].leader_term != Some(term) {

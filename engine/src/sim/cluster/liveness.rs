@@ -1,5 +1,6 @@
 //! The end of a run: heal every fault, then require a settled leader, every new proposal
-//! applied on every replica and every rejoin complete within a bounded number of ticks.
+//! applied on every replica, every accepted proposal answered and every rejoin complete
+//! within a bounded number of ticks.
 
 use super::{Cluster, PAYLOAD_BYTES_TYPICAL};
 use crate::raft::{Role, Term};
@@ -154,10 +155,11 @@ impl Cluster {
                 }
             } else if self.tracked.values().all(|&mask| mask == all)
                 && self.nodes.iter().all(|n| !n.storage.rejoining())
+                && self.nodes.iter().all(|n| n.submits.is_empty())
             {
                 trace!(
                     self,
-                    "liveness: all proposals applied everywhere, no rejoin pending"
+                    "liveness: all proposals applied everywhere and answered, no rejoin pending"
                 );
                 return Ok(());
             }
@@ -172,13 +174,19 @@ impl Cluster {
                     .filter(|&r| self.nodes[r].storage.rejoining())
                     .map(|r| format!("r{} rejoining", r + 1))
                     .collect();
+                let unanswered: Vec<String> = (0..self.nodes.len())
+                    .filter(|&r| !self.nodes[r].submits.is_empty())
+                    .map(|r| format!("r{} {}", r + 1, self.nodes[r].submits.len()))
+                    .collect();
                 return Err(Violation {
                     invariant: checker::LIVENESS,
                     details: format!(
                         "{proposed} of {LIVENESS_PROPOSALS} proposals accepted and not all \
-                         applied, or a rejoin not complete ({}), {allowed} ticks after tick \
-                         {proposing_from} (lag {lag}): [{}]; {}",
+                         applied, or a rejoin not complete ({}), or proposals unanswered \
+                         ({}), {allowed} ticks after tick {proposing_from} (lag {lag}): [{}]; \
+                         {}",
                         rejoining.join(", "),
+                        unanswered.join(", "),
                         missing.join(", "),
                         self.roles()
                     ),
