@@ -85,10 +85,10 @@ fn until_every_voter_answered_it_takes_part_in_nothing() {
         step(&mut r, &msg(2, 1, 5, vote(0, 0))),
         (Err(StepError::Rejoining), vec![])
     );
-    // It knows no term worth telling another rejoining replica.
+    // It answers another replica that lost its data with the term it has now.
     assert_eq!(
-        step(&mut r, &msg(2, 1, 5, MessageBody::TermQuery { nonce: 3 })),
-        (Err(StepError::Rejoining), vec![])
+        step_ok(&mut r, &msg(2, 1, 5, MessageBody::TermQuery { nonce: 3 })),
+        vec![send(1, 2, 0, reply(3))]
     );
     assert_eq!(r.term(), 0);
     // An answer to an earlier rejoin (another nonce) does not count.
@@ -116,6 +116,51 @@ fn it_moves_above_the_highest_term_with_a_vote_for_itself() {
     );
     assert_eq!(r.hard_state().vote, Some(1));
     assert!(r.rejoining(), "not caught up yet");
+}
+
+/// Two of five replicas that lost their data at once answer each other's queries (with
+/// the terms they have now), so both get past them once the three that kept their data
+/// answered too.
+#[test]
+fn two_of_five_that_lost_their_data_together_answer_each_other() {
+    let start = |id: ReplicaId| {
+        let mut r = Replica::new(config(id, 5), wiped(), id).expect("valid config");
+        let mut out = Vec::new();
+        r.start(&mut out);
+        let nonce = match out.first() {
+            Some(Action::Send(Message {
+                body: MessageBody::TermQuery { nonce },
+                ..
+            })) => *nonce,
+            other => panic!("no term query first: {other:?}"),
+        };
+        (r, nonce)
+    };
+    let (mut a, nonce_a) = start(1);
+    let (mut b, nonce_b) = start(2);
+    // Each answers the other's query.
+    let to_b = step_ok(
+        &mut a,
+        &msg(2, 1, 0, MessageBody::TermQuery { nonce: nonce_b }),
+    );
+    assert_eq!(to_b, vec![send(1, 2, 0, reply(nonce_b))]);
+    let to_a = step_ok(
+        &mut b,
+        &msg(1, 2, 0, MessageBody::TermQuery { nonce: nonce_a }),
+    );
+    assert_eq!(to_a, vec![send(2, 1, 0, reply(nonce_a))]);
+    step_ok(&mut a, &msg(2, 1, 0, reply(nonce_a)));
+    step_ok(&mut b, &msg(1, 2, 0, reply(nonce_b)));
+    // Then the three that kept their data, the highest at term 6.
+    for (r, nonce) in [(&mut a, nonce_a), (&mut b, nonce_b)] {
+        let id = r.id();
+        step_ok(r, &msg(3, id, 4, reply(nonce)));
+        step_ok(r, &msg(4, id, 6, reply(nonce)));
+        assert_eq!(r.term(), 0, "one voter has not answered");
+        step_ok(r, &msg(5, id, 5, reply(nonce)));
+        assert_eq!((r.term(), r.hard_state().vote), (7, Some(id)));
+        assert!(r.rejoining(), "not caught up yet: no votes");
+    }
 }
 
 /// A rejoiner past its queries, at term 8, following leader 2 of term 9 whose log is

@@ -27,6 +27,18 @@ fn put(i: u64) -> Vec<u8> {
     .to_bytes()
 }
 
+/// Puts `key-i` = `value-i` for each `i` in `keys`, one request at a time; returns the
+/// last one's log index. `what` names the step in a failure.
+fn puts(client: &mut engine::client::Client, keys: std::ops::Range<u64>, what: &str) -> u64 {
+    let mut last = 0;
+    for i in keys {
+        last = client
+            .submit(vec![put(i)], STEP)
+            .unwrap_or_else(|e| panic!("{what}: put {i}: {e}"));
+    }
+    last
+}
+
 /// Local tuning with `replace` applied to the embedded file's text.
 fn tuning_with(replace: &[(&str, &str)]) -> String {
     let mut text = LOCAL_TOML.to_owned();
@@ -185,10 +197,7 @@ fn three_nodes_elect_replicate_survive_a_follower_restart_and_converge() {
         other => panic!("unexpected reply {other:?}"),
     }
 
-    let mut last = 0;
-    for i in 0..200 {
-        last = client.submit(vec![put(i)], STEP).expect("submit");
-    }
+    let mut last = puts(&mut client, 0..200, "submit");
     assert_eq!(
         client.get(b"key-199", STEP).expect("read"),
         Some(b"value-199".to_vec())
@@ -202,11 +211,7 @@ fn three_nodes_elect_replicate_survive_a_follower_restart_and_converge() {
         .find(|&n| n != leader)
         .expect("follower");
     cluster.kill(follower).expect("kill");
-    for i in 200..400 {
-        last = client
-            .submit(vec![put(i)], STEP)
-            .expect("submit with a follower down");
-    }
+    last = puts(&mut client, 200..400, "submit with a follower down");
     cluster.restart(follower).expect("restart");
     let converged = wait_converged(&mut cluster, last, STEP);
     assert_eq!(converged.len(), 3, "{converged:?}");
@@ -249,10 +254,7 @@ fn exit_of(cluster: &mut Cluster, id: u64) -> (Option<i32>, String) {
 #[test]
 fn a_follower_that_lost_its_data_is_refused_and_starts_again_once_it_is_back() {
     let (mut cluster, mut client, leader) = started(LOCAL_TOML, 12);
-    let mut last = 0;
-    for i in 0..100 {
-        last = client.submit(vec![put(i)], STEP).expect("submit");
-    }
+    puts(&mut client, 0..100, "submit");
     let follower = cluster
         .node_ids()
         .into_iter()
@@ -299,9 +301,7 @@ fn a_follower_that_lost_its_data_is_refused_and_starts_again_once_it_is_back() {
     assert!(tail.contains(&says), "{tail}");
 
     // The two others went on; with its own data back the follower starts and catches up.
-    for i in 100..200 {
-        last = client.submit(vec![put(i)], STEP).expect("submit");
-    }
+    let last = puts(&mut client, 100..200, "submit");
     std::fs::remove_dir_all(&dir).expect("drop the copy");
     std::fs::rename(&aside, &dir).expect("bring the data back");
     cluster.restart(follower).expect("restart on its own data");
@@ -346,29 +346,18 @@ fn lose_data(cluster: &mut Cluster, id: u64) {
 #[test]
 fn a_follower_that_lost_its_data_rejoins_and_then_carries_the_cluster() {
     let (mut cluster, mut client, leader) = started(LOCAL_TOML, 13);
-    let mut last = 0;
-    for i in 0..100 {
-        last = client.submit(vec![put(i)], STEP).expect("submit");
-    }
+    puts(&mut client, 0..100, "submit");
     let (lost, other) = followers(&cluster, leader);
     let dir = cluster.data_dir(lost).expect("data dir").to_path_buf();
     lose_data(&mut cluster, lost);
     // The cluster goes on without it, and it comes back with nothing.
-    for i in 100..200 {
-        last = client
-            .submit(vec![put(i)], STEP)
-            .expect("submit with one node lost");
-    }
+    puts(&mut client, 100..200, "submit with one node lost");
     cluster.rejoin(lost).expect("rejoin");
     // It learns the terms, moves above them (a new election follows), catches up, and
     // then says it is a follower again.
     let role = wait_rejoined(&mut client, lost);
     assert_eq!(role, "follower");
-    for i in 200..300 {
-        last = client
-            .submit(vec![put(i)], STEP)
-            .expect("submit after the rejoin");
-    }
+    let mut last = puts(&mut client, 200..300, "submit after the rejoin");
     let converged = wait_converged(&mut cluster, last, STEP);
     assert_eq!(converged.len(), 3, "{converged:?}");
     let log = cluster.log_tail(lost, 400);
@@ -388,11 +377,7 @@ fn a_follower_that_lost_its_data_rejoins_and_then_carries_the_cluster() {
     let down = if current == lost { other } else { current };
     cluster.kill(down).expect("kill one of the others");
     client.set_leader(None);
-    for i in 300..320 {
-        last = client
-            .submit(vec![put(i)], STEP)
-            .expect("submit with one of the others down");
-    }
+    last = puts(&mut client, 300..320, "submit with one of the others down");
     for i in [5, 150, 250, 310] {
         let value = client
             .get(format!("key-{i}").as_bytes(), STEP)
@@ -423,13 +408,83 @@ fn a_follower_that_lost_its_data_rejoins_and_then_carries_the_cluster() {
     assert!(exits.iter().all(|e| e.success), "{exits:?}");
 }
 
+/// The embedded local-cluster file with two more members, 4 and 5, set up as node 3.
+fn five_nodes() -> String {
+    let member3 = "[[cluster.members]]\nnode_id = 3\npeer_addr = \"127.0.0.1:7103\"\n\
+                   client_addr = \"127.0.0.1:7203\"\n";
+    let host3 = LOCAL_TOML
+        .find("[[hosts]]\nnode_id = 3\n")
+        .expect("local.toml has node 3's host section");
+    let mut text = LOCAL_TOML.to_owned();
+    let mut hosts = String::new();
+    let mut members = String::new();
+    for id in [4, 5] {
+        members.push_str(
+            &member3
+                .replace("node_id = 3", &format!("node_id = {id}"))
+                .replace("7103", &format!("710{id}"))
+                .replace("7203", &format!("720{id}")),
+        );
+        hosts.push('\n');
+        hosts.push_str(
+            &LOCAL_TOML[host3..]
+                .replace("node_id = 3", &format!("node_id = {id}"))
+                .replace("node-3", &format!("node-{id}")),
+        );
+    }
+    assert!(
+        text.contains(member3),
+        "local.toml lists member 3 as expected"
+    );
+    text = text.replacen(member3, &format!("{member3}\n{members}"), 1);
+    text.push_str(&hosts);
+    text
+}
+
+#[test]
+fn two_of_five_nodes_that_lost_their_data_together_rejoin_together() {
+    let (mut cluster, mut client, leader) = started(&five_nodes(), 16);
+    assert_eq!(cluster.node_ids().len(), 5);
+    puts(&mut client, 0..100, "submit");
+    let lost: Vec<u64> = cluster
+        .node_ids()
+        .into_iter()
+        .filter(|&n| n != leader)
+        .take(2)
+        .collect();
+    for &id in &lost {
+        lose_data(&mut cluster, id);
+    }
+    // Three of five go on.
+    puts(&mut client, 100..200, "submit with two nodes lost");
+    // Both come back with nothing at once: each asks the other for its term too.
+    for &id in &lost {
+        cluster.rejoin(id).expect("rejoin");
+    }
+    for &id in &lost {
+        assert_eq!(wait_rejoined(&mut client, id), "follower", "node {id}");
+    }
+    let last = puts(&mut client, 200..300, "submit after the rejoins");
+    let converged = wait_converged(&mut cluster, last, STEP);
+    assert_eq!(converged.len(), 5, "{converged:?}");
+    for &id in &lost {
+        let log = cluster.log_tail(id, 400);
+        assert!(log.contains("rejoin complete"), "node {id}: {log}");
+    }
+    for i in [5, 150, 250] {
+        let value = client
+            .get(format!("key-{i}").as_bytes(), STEP)
+            .expect("read");
+        assert_eq!(value, Some(format!("value-{i}").into_bytes()), "key-{i}");
+    }
+    let exits = cluster.stop_all(STEP).expect("stop");
+    assert!(exits.iter().all(|e| e.success), "{exits:?}");
+}
+
 #[test]
 fn a_rejoining_node_waits_for_every_member_before_it_takes_part() {
     let (mut cluster, mut client, leader) = started(LOCAL_TOML, 14);
-    let mut last = 0;
-    for i in 0..50 {
-        last = client.submit(vec![put(i)], STEP).expect("submit");
-    }
+    puts(&mut client, 0..50, "submit");
     let (lost, down) = followers(&cluster, leader);
     lose_data(&mut cluster, lost);
     cluster.kill(down).expect("kill the other follower");
@@ -447,11 +502,7 @@ fn a_rejoining_node_waits_for_every_member_before_it_takes_part() {
     cluster.restart(down).expect("the other follower is back");
     assert_eq!(wait_rejoined(&mut client, lost), "follower");
     client.set_leader(None);
-    for i in 50..100 {
-        last = client
-            .submit(vec![put(i)], STEP)
-            .expect("submit after the rejoin");
-    }
+    let last = puts(&mut client, 50..100, "submit after the rejoin");
     let converged = wait_converged(&mut cluster, last, STEP);
     assert_eq!(converged.len(), 3, "{converged:?}");
     let exits = cluster.stop_all(STEP).expect("stop");
@@ -538,10 +589,7 @@ fn a_fixed_leader_cluster_never_elects() {
     let text = tuning_with(&[("# fixed_leader = 1", "fixed_leader = 2")]);
     let (mut cluster, mut client, leader) = started(&text, 3);
     assert_eq!(leader, 2);
-    let mut last = 0;
-    for i in 0..50 {
-        last = client.submit(vec![put(i)], STEP).expect("submit");
-    }
+    let last = puts(&mut client, 0..50, "submit");
     wait_converged(&mut cluster, last, STEP);
     for id in cluster.node_ids() {
         let r = client.status(id, STEP).expect("status");
@@ -660,12 +708,7 @@ fn a_killed_leader_is_replaced_and_nothing_acknowledged_is_lost() {
     client.set_leader(None);
     let new = cluster.wait_leader(&mut client, STEP).expect("new leader");
     assert_ne!(new, old);
-    let mut last = 0;
-    for i in 100..200 {
-        last = client
-            .submit(vec![put(i)], STEP)
-            .expect("submit after failover");
-    }
+    let last = puts(&mut client, 100..200, "submit after failover");
     // Everything acknowledged before the crash is still readable through the new leader.
     for i in [0u64, 57, 99, 199] {
         let value = client
@@ -892,12 +935,7 @@ fn hostile_connections_are_closed_alone_while_writes_go_on_and_none_is_lost() {
             Ok(rounds)
         }
     });
-    let mut last = 0;
-    for i in 0..300 {
-        last = client
-            .submit(vec![put(i)], STEP)
-            .expect("submit under attack");
-    }
+    let last = puts(&mut client, 0..300, "submit under attack");
     writing.store(false, std::sync::atomic::Ordering::Relaxed);
     let rounds = rogue
         .join()

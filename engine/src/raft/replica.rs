@@ -38,6 +38,14 @@ struct PendingRead {
 /// Until every answer is in, it takes part in nothing else: with its term unknown, its
 /// acknowledgements could let a deposed leader of an older term commit or serve reads.
 ///
+/// Replicas that lost their data together answer each other's queries with the terms
+/// they have now, which say nothing of what they knew before. That is safe while the
+/// replicas that kept their data are a majority: a candidate that another one voted for
+/// and that lost its data too either never led that term (and never will: its campaign
+/// died with its data), or led it with the votes of a majority, which includes a replica
+/// that kept its data and so answers a term at least as high. (With no such majority no
+/// leader can be elected again: rejoining replicas do not vote.)
+///
 /// Then it neither votes nor campaigns until its log, durably, holds an entry of the
 /// current leader's term at or below that leader's commit index, verified to match the
 /// leader's log. Every entry committed before the data was lost is of an earlier term, so
@@ -322,13 +330,8 @@ impl Replica {
         }
         let result = match msg.body {
             // Outside the term rules: the asker has not adopted its message's term, and
-            // the answer's term is only information.
-            // A replica still asking knows no term worth telling.
-            MessageBody::TermQuery { .. }
-                if self.rejoin.as_ref().is_some_and(|r| r.terms.is_some()) =>
-            {
-                Err(StepError::Rejoining)
-            }
+            // the answer's term is only information. A replica still asking answers too
+            // (see [`Rejoin`] on replicas that lost their data together).
             MessageBody::TermQuery { nonce } => {
                 self.send(msg.from, MessageBody::TermReply { nonce }, out);
                 Ok(())

@@ -88,6 +88,11 @@ pub struct Stats {
     pub crashes: u64,
     /// Crashes that also wiped the disk.
     pub wipes: u64,
+    /// Wipes while another replica was rejoining (two at once, in groups of five or more).
+    pub wipes_beside_rejoin: u64,
+    /// Rejoins begun: wipes of a replica that was not rejoining already (one wiped again
+    /// before its rejoin completed goes on with the same rejoin).
+    pub rejoins_begun: u64,
     /// Rejoins the core completed.
     pub rejoins: u64,
     pub partitions: u64,
@@ -478,17 +483,28 @@ impl Cluster {
         };
         let downtime = self.rng.gen_range(5..300);
         let drop_packets = self.rng.gen_bool(0.5);
-        // One rejoin at a time: two replicas that both wait to catch up before voting
-        // could leave no leader to catch up from.
+        // Rejoining replicas do not vote, so those that kept their data must remain a
+        // quorum to elect the leader they catch up from: at most `n - quorum` rejoin at
+        // a time (one of three, two of five), this one included.
+        let n = self.nodes.len();
+        let others_rejoining = (0..n)
+            .filter(|&i| i != r && self.nodes[i].storage.rejoining())
+            .count();
         let wipe = self.scenario.wipe_probability > 0.0
             && self.rng.gen_bool(self.scenario.wipe_probability)
             && self.scenario.fixed_leader.is_none()
-            && self.nodes.iter().all(|n| !n.storage.rejoining());
+            && others_rejoining < n - (n / 2 + 1);
         let node = &mut self.nodes[r];
         let recovered = node.storage.crash(kept);
         if wipe {
+            if !node.storage.rejoining() {
+                self.stats.rejoins_begun += 1;
+            }
             node.storage.wipe();
             self.stats.wipes += 1;
+            if others_rejoining > 0 {
+                self.stats.wipes_beside_rejoin += 1;
+            }
             trace!(self, "r{} disk wiped", r + 1);
         }
         let node = &mut self.nodes[r];

@@ -135,7 +135,7 @@ fn main() -> ExitCode {
 fn print_summary(report: &SimReport) {
     println!(
         "seed {} passed: {} ticks, {} steps, {} committed, {} leader terms, {} crashes \
-         ({} wiped, {} rejoins done), {} partitions, {} proposals (answered {} ok, {} replaced, \
+         ({} wiped, {} beside a rejoin, {} rejoins begun, {} done), {} partitions, {} proposals (answered {} ok, {} replaced, \
          {} outcome unknown), {} reads served, {}/{}/{} messages sent/delivered/dropped ({})",
         report.seed,
         report.ticks,
@@ -144,6 +144,8 @@ fn print_summary(report: &SimReport) {
         report.leader_terms,
         report.stats.crashes,
         report.stats.wipes,
+        report.stats.wipes_beside_rejoin,
+        report.stats.rejoins_begun,
         report.stats.rejoins,
         report.stats.partitions,
         report.stats.proposals_accepted,
