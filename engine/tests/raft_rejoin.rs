@@ -94,8 +94,14 @@ fn until_every_voter_answered_it_takes_part_in_nothing() {
     // An answer to an earlier rejoin (another nonce) does not count.
     assert_eq!(step_ok(&mut r, &msg(3, 1, 9, reply(nonce ^ 1))), vec![]);
     // One answer is not enough; the silent voter is asked again after a timeout.
+    assert_eq!(r.status().rejoin_awaiting, vec![2, 3]);
     assert_eq!(step_ok(&mut r, &msg(2, 1, 5, reply(nonce))), vec![]);
     assert_eq!(r.term(), 0);
+    assert_eq!(
+        r.status().rejoin_awaiting,
+        vec![3],
+        "the status names who is missing"
+    );
     let out = tick_n(&mut r, ELECTION_TICKS);
     assert_eq!(out, vec![send(1, 3, 0, MessageBody::TermQuery { nonce })]);
     assert!(r.rejoining());
@@ -116,6 +122,10 @@ fn it_moves_above_the_highest_term_with_a_vote_for_itself() {
     );
     assert_eq!(r.hard_state().vote, Some(1));
     assert!(r.rejoining(), "not caught up yet");
+    assert!(
+        r.status().rejoin_awaiting.is_empty(),
+        "no term awaited any more"
+    );
 }
 
 /// Two of five replicas that lost their data at once answer each other's queries (with

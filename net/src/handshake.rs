@@ -25,8 +25,8 @@ const AUTH_LABEL: &[u8] = b"raft-net-auth-v1";
 /// handshake. 3: a heartbeat's commit index is bounded by what the receiving follower
 /// acknowledged, and the follower commits it without an append (a follower of version 3
 /// must never take a version-2 leader's unbounded commit on trust); rejoin's term query
-/// and reply.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// and reply. 4: a status reply names the members a rejoining node waits for.
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// The fields of a peer's hello that outlive the receive buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

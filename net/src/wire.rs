@@ -362,6 +362,9 @@ pub struct ShardStatus {
     /// Client submits this node, as leader, held because a replica's applier was more
     /// than `replication.apply_lag_entries_max` behind (counted once each).
     pub writes_held: u64,
+    /// Rejoining after a loss of data and still asking for terms: the members whose
+    /// terms it waits for (empty otherwise). The rejoin needs every one of them.
+    pub rejoin_awaiting: Vec<u64>,
 }
 
 impl ShardStatus {

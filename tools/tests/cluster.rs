@@ -491,16 +491,30 @@ fn a_rejoining_node_waits_for_every_member_before_it_takes_part() {
     cluster.rejoin(lost).expect("rejoin");
     // It cannot learn every member's term: it stays rejoining and takes no entries from
     // the leader (whose term it does not know to be current).
+    // Its status names the member it waits for.
     let deadline = Instant::now() + Duration::from_millis(1500);
+    let mut awaiting = Vec::new();
     while Instant::now() < deadline {
         if let Ok(r) = client.status(lost, Duration::from_millis(500)) {
             assert_eq!(r.role, "rejoining", "{r:?}");
             assert_eq!(r.last_index, 0, "it took entries while still asking: {r:?}");
+            assert!(r.rejoin_awaiting.contains(&down), "{r:?}");
+            awaiting = r.rejoin_awaiting;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    assert_eq!(
+        awaiting,
+        vec![down],
+        "the leader answered; only {down} is missing"
+    );
     cluster.restart(down).expect("the other follower is back");
     assert_eq!(wait_rejoined(&mut client, lost), "follower");
+    let log = cluster.log_tail(lost, 400);
+    assert!(
+        log.contains(&format!("nodes=[{down}]")) && log.contains("every member told its term"),
+        "the log says whom the rejoin waited for, and when it stopped: {log}"
+    );
     client.set_leader(None);
     let last = puts(&mut client, 50..100, "submit after the rejoin");
     let converged = wait_converged(&mut cluster, last, STEP);

@@ -138,6 +138,8 @@ struct State {
     fatal: Option<NodeError>,
     frames_rejected: u64,
     counters: ShardCounters,
+    /// The members a rejoin waited for when last logged (see `log_rejoin_wait`).
+    rejoin_awaiting: Vec<u64>,
     /// The shard's end of the applier's wake-up socket, polled on the ring.
     wake: Option<UnixStream>,
     wake_armed: bool,
@@ -205,6 +207,7 @@ impl Shard {
                 fatal: None,
                 frames_rejected: 0,
                 counters: ShardCounters::default(),
+                rejoin_awaiting: Vec::new(),
                 wake: None,
                 wake_armed: false,
                 applied_seen: 0,
@@ -250,6 +253,7 @@ impl Shard {
                 // Commits that were not worth a wake-up of their own (see `after_poll`)
                 // wait at most a tick.
                 self.state.link.wake_applier();
+                self.state.log_rejoin_wait();
             }
             if stop.load(Ordering::Acquire) && drain_deadline.is_none() {
                 info!(shard = self.state.settings.shard, "draining");
@@ -1092,6 +1096,28 @@ impl State {
                 .all(|p| p.match_index >= commit || !self.heard_within(p.id, now));
         }
         true
+    }
+
+    /// Rejoining: says which members' terms the rejoin still waits for whenever that
+    /// changes (it waits for all of them, so an operator needs to know who is missing).
+    fn log_rejoin_wait(&mut self) {
+        let awaiting = self.replica.rejoin_awaiting();
+        if awaiting == self.rejoin_awaiting {
+            return;
+        }
+        if awaiting.is_empty() {
+            info!(
+                shard = self.settings.shard,
+                "rejoin: every member told its term; catching up before voting"
+            );
+        } else {
+            info!(
+                shard = self.settings.shard,
+                nodes = ?awaiting,
+                "rejoin: waiting for these members' terms (every member must answer)"
+            );
+        }
+        self.rejoin_awaiting = awaiting;
     }
 
     fn heard_from(&mut self, node: u64) {

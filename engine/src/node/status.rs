@@ -58,6 +58,7 @@ pub(crate) fn shard_status(
         append_msgs_sent: counters.append_msgs,
         append_entries_sent: counters.append_entries,
         writes_held: counters.writes_held,
+        rejoin_awaiting: status.rejoin_awaiting,
     }
 }
 

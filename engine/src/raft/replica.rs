@@ -278,12 +278,26 @@ impl Replica {
             transfer_target: self.transfer_target,
             progress: self.progress.iter().map(Progress::status).collect(),
             rejoining: self.rejoin.is_some(),
+            rejoin_awaiting: self.rejoin_awaiting(),
         }
     }
 
     /// Whether the replica is rejoining after a loss of data (not voting yet).
     pub fn rejoining(&self) -> bool {
         self.rejoin.is_some()
+    }
+
+    /// Rejoining and still asking for terms: the voters that have not answered yet, in
+    /// the configuration's order (empty otherwise).
+    pub fn rejoin_awaiting(&self) -> Vec<ReplicaId> {
+        match self.rejoin.as_ref().and_then(|r| r.terms.as_ref()) {
+            Some(terms) => self
+                .peers()
+                .into_iter()
+                .filter(|p| !terms.contains_key(p))
+                .collect(),
+            None => Vec::new(),
+        }
     }
 
     // ----- events -----
@@ -731,16 +745,11 @@ impl Replica {
 
     /// Asks every voter that has not answered yet for its term (while rejoining).
     fn query_terms(&mut self, out: &mut Vec<Action>) {
-        let peers = self.peers();
+        let ask = self.rejoin_awaiting();
         let Some(rejoin) = &mut self.rejoin else {
             return;
         };
         rejoin.elapsed = 0;
-        let Some(terms) = &rejoin.terms else { return };
-        let ask: Vec<ReplicaId> = peers
-            .into_iter()
-            .filter(|p| !terms.contains_key(p))
-            .collect();
         let nonce = rejoin.nonce;
         for to in ask {
             self.send(to, MessageBody::TermQuery { nonce }, out);

@@ -421,4 +421,7 @@ pub struct Status {
     pub progress: Vec<ProgressStatus>,
     /// Rejoining after a loss of data: not voting yet.
     pub rejoining: bool,
+    /// Rejoining and still asking for terms: the voters that have not answered (empty
+    /// otherwise). The rejoin waits for every one of them.
+    pub rejoin_awaiting: Vec<ReplicaId>,
 }

@@ -160,8 +160,9 @@ fn status(target: &Target, json: bool) -> Result<(), String> {
                 } else {
                     String::new()
                 };
+                let rejoin = rejoin_note(&r);
                 println!(
-                    "{:>5} {:>13} {:>6} {:>7} {:>10} {:>10} {:>10} {:>18x}  {}{held}",
+                    "{:>5} {:>13} {:>6} {:>7} {:>10} {:>10} {:>10} {:>18x}  {}{held}{rejoin}",
                     r.node_id,
                     r.role,
                     r.term,
@@ -183,6 +184,21 @@ fn status(target: &Target, json: bool) -> Result<(), String> {
         return Err(format!("{failures} node(s) did not answer"));
     }
     Ok(())
+}
+
+/// What a rejoining node waits for, after its status line.
+fn rejoin_note(r: &net::wire::ShardStatus) -> String {
+    if r.role != "rejoining" {
+        return String::new();
+    }
+    if r.rejoin_awaiting.is_empty() {
+        return "  rejoin: catching up with the leader before it votes".into();
+    }
+    let nodes: Vec<String> = r.rejoin_awaiting.iter().map(u64::to_string).collect();
+    format!(
+        "  rejoin: waiting for the terms of nodes {}",
+        nodes.join(", ")
+    )
 }
 
 fn transfer(target: &Target, to: u64) -> Result<(), String> {
@@ -233,4 +249,42 @@ fn inspect(dir: &PathBuf) -> Result<(), String> {
     }
     println!("{report}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rejoin_note;
+
+    fn status(role: &str, awaiting: Vec<u64>) -> net::wire::ShardStatus {
+        net::wire::ShardStatus {
+            node_id: 1,
+            shard: 0,
+            role: role.into(),
+            term: 1,
+            leader: None,
+            commit: 0,
+            applied: 0,
+            last_index: 0,
+            persisted_index: 0,
+            state_hash: 0,
+            followers: Vec::new(),
+            append_msgs_sent: 0,
+            append_entries_sent: 0,
+            writes_held: 0,
+            rejoin_awaiting: awaiting,
+        }
+    }
+
+    #[test]
+    fn a_rejoining_node_s_line_says_what_it_waits_for() {
+        assert_eq!(rejoin_note(&status("follower", vec![])), "");
+        assert_eq!(
+            rejoin_note(&status("rejoining", vec![2, 3])),
+            "  rejoin: waiting for the terms of nodes 2, 3"
+        );
+        assert_eq!(
+            rejoin_note(&status("rejoining", vec![])),
+            "  rejoin: catching up with the leader before it votes"
+        );
+    }
 }
