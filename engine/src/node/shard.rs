@@ -1136,7 +1136,6 @@ impl State {
     }
 }
 
-/// The part of `run` from `first_index` on (the prefix was already in the log).
 /// The known leader's client address, for a `NotLeader` reply only: where to retry. A
 /// reply with any other status comes from the node the client should keep using, so it
 /// carries none (and no per-reply copy of the address).
@@ -1156,6 +1155,7 @@ fn leader_addr(
         .map(|(_, addr)| addr.clone())
 }
 
+/// A reply to a client's request, with the leader's id (and address, on `NotLeader`).
 fn write_reply(
     replica: &Replica,
     settings: &ShardSettings,
@@ -1183,6 +1183,7 @@ fn client_status(outcome: Outcome) -> ClientStatus {
     }
 }
 
+/// The part of `run` from `first_index` on (the prefix was already in the log).
 fn suffix<'a>(run: &RecordRun<'a>, first_index: u64) -> Result<RecordRun<'a>, NodeError> {
     let (run_first, _) = run.first().expect("Append names records of the run");
     if first_index == run_first {
