@@ -711,31 +711,6 @@ impl State {
         self.replies.push((conn, reply));
     }
 
-    /// Answers pending submits: those up to the commit index (`cut: None`), or those
-    /// with entries past a truncation point.
-    fn answer_submits(&mut self, cut: Option<u64>) -> bool {
-        let Self {
-            submits,
-            replica,
-            settings,
-            replies,
-            ..
-        } = self;
-        let answer = |(conn, request_id), outcome, last| {
-            let status = client_status(outcome);
-            let reply = write_reply(replica, settings, request_id, status, last);
-            replies.push((conn, reply));
-        };
-        match cut {
-            Some(index) => {
-                let before = submits.len();
-                submits.truncated(index, answer);
-                submits.len() < before
-            }
-            None => submits.committed(replica.commit(), |i| replica.term_at(i), answer),
-        }
-    }
-
     fn on_submit(
         &mut self,
         conn: ConnId,
@@ -972,7 +947,11 @@ impl State {
                 Action::Truncate { index } => {
                     self.log.truncate_after(index).map_err(NodeError::Storage)?;
                     // A deposed leader's submits whose entries the new leader overwrote.
-                    self.answer_submits(Some(index));
+                    self.submits.truncated(index, |(conn, id), outcome, last| {
+                        let status = client_status(outcome);
+                        let reply = write_reply(&self.replica, &self.settings, id, status, last);
+                        self.replies.push((conn, reply));
+                    });
                 }
                 Action::Append {
                     first_index,
@@ -1046,7 +1025,16 @@ impl State {
         }
         let applied = self.link.applied_index();
         self.applied_seen = applied;
-        let mut answered = self.answer_submits(None);
+        let replica = &self.replica;
+        let mut answered = self.submits.committed(
+            replica.commit(),
+            |i| replica.term_at(i),
+            |(conn, id), outcome, last| {
+                let status = client_status(outcome);
+                let reply = write_reply(replica, &self.settings, id, status, last);
+                self.replies.push((conn, reply));
+            },
+        );
         let ready: Vec<u64> = self
             .reads
             .iter()
