@@ -435,6 +435,12 @@ pub struct PingPong {
     pub same_cpu_checks: u32,
     /// Checks where both ends could tell their CPU.
     pub cpu_checks: u32,
+    /// The round trips of the [`CPU_CHECK_EVERY`] rounds before each check that found both
+    /// ends on one CPU ...
+    pub one_cpu: Vec<Duration>,
+    /// ... and before each check that found them on two. (An end may move within those
+    /// rounds, so this split is close, not exact.)
+    pub two_cpus: Vec<Duration>,
 }
 
 impl PingPong {
@@ -443,6 +449,8 @@ impl PingPong {
         self.samples.extend(other.samples);
         self.same_cpu_checks += other.same_cpu_checks;
         self.cpu_checks += other.cpu_checks;
+        self.one_cpu.extend(other.one_cpu);
+        self.two_cpus.extend(other.two_cpus);
     }
 }
 
@@ -503,10 +511,20 @@ pub fn ping_pong(rounds: usize, pace: Option<Duration>) -> std::io::Result<PingP
         samples,
         ..PingPong::default()
     };
-    for (ours, theirs) in cpus.iter().zip(&echo_cpus) {
+    for (window, (ours, theirs)) in out
+        .samples
+        .chunks_exact(CPU_CHECK_EVERY)
+        .zip(cpus.iter().zip(&echo_cpus))
+    {
         if let (Some(a), Some(b)) = (ours, theirs) {
             out.cpu_checks += 1;
             out.same_cpu_checks += u32::from(a == b);
+            let side = if a == b {
+                &mut out.one_cpu
+            } else {
+                &mut out.two_cpus
+            };
+            side.extend_from_slice(window);
         }
     }
     Ok(out)

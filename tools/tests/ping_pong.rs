@@ -21,6 +21,11 @@ fn ends_pinned_to_one_cpu_are_reported_on_one_cpu() {
         "every {CPU_CHECK_EVERY}th round is checked on both ends"
     );
     assert_eq!(p.same_cpu_checks, 4);
+    assert_eq!(
+        p.one_cpu, p.samples,
+        "every round went before a one-CPU check"
+    );
+    assert!(p.two_cpus.is_empty());
 }
 
 #[test]
@@ -41,4 +46,22 @@ fn latencies_round_to_the_nearest_microsecond() {
     assert_eq!(micros(Duration::from_nanos(49_999)), 50);
     assert_eq!(micros(Duration::ZERO), 1, "the histogram's lowest value");
     assert_eq!(micros(Duration::MAX), u64::MAX);
+}
+
+#[test]
+fn round_trips_are_split_by_where_the_ends_ran() {
+    let mut all = ping_pong(3 * CPU_CHECK_EVERY + 7, None).unwrap();
+    all.extend(ping_pong(2 * CPU_CHECK_EVERY, None).unwrap());
+    // The rounds before each check go to the side that check found; the 7 after the last
+    // check of the first slice go to neither.
+    assert_eq!(
+        all.one_cpu.len(),
+        all.same_cpu_checks as usize * CPU_CHECK_EVERY
+    );
+    assert_eq!(
+        all.two_cpus.len(),
+        (all.cpu_checks - all.same_cpu_checks) as usize * CPU_CHECK_EVERY
+    );
+    assert_eq!(all.cpu_checks, 5);
+    assert_eq!(all.samples.len(), 5 * CPU_CHECK_EVERY + 7);
 }

@@ -282,6 +282,11 @@ struct RunReport {
     loopback_same_cpu_checks: u32,
     /// Checks made.
     loopback_cpu_checks: u32,
+    /// The median round trip over the rounds before checks that found both ends on one
+    /// CPU, and before those that found them on two (`load::PingPong`); none without
+    /// such checks.
+    loopback_rtt_one_cpu_us: Option<f64>,
+    loopback_rtt_two_cpus_us: Option<f64>,
     /// The same ping-pong paced at the probe's rate (see `load::loopback_rtt`).
     loopback_rtt_paced_us: Option<f64>,
     sweep: Vec<SweepPoint>,
@@ -297,6 +302,10 @@ struct RunReport {
     /// One synchronous client, one 1-entry request in flight, closed loop.
     one_client: Option<Latency>,
     one_client_p50_over_rtt: Option<f64>,
+    /// Against the ping-pong's round trip across two CPUs, where each of its hops wakes a
+    /// thread on the other CPU as the cluster's do: what the ratio above means when the
+    /// ping-pong mostly ran on one CPU. Reported beside the target, not instead of it.
+    one_client_p50_over_two_cpu_rtt: Option<f64>,
     entries_per_append: f64,
     /// This machine's CPUs over the closed-loop load (with `local`, the whole cluster's).
     load_cpu: Option<LoadCpu>,
@@ -708,6 +717,11 @@ fn one_run(
         (ping_pong, None)
     };
     let ping_pong_cpus = (ping_pong.same_cpu_checks, ping_pong.cpu_checks);
+    let median_us = |samples: Vec<Duration>| {
+        (!samples.is_empty()).then(|| load::median(samples).as_secs_f64() * 1e6)
+    };
+    let one_cpu_rtt_us = median_us(ping_pong.one_cpu);
+    let two_cpu_rtt_us = median_us(ping_pong.two_cpus);
     let rtt = load::median(ping_pong.samples);
 
     // Convergence: in every shard, every node's applied index and state hash equal the
@@ -754,6 +768,8 @@ fn one_run(
         loopback_rtt_us: rtt_us,
         loopback_same_cpu_checks: ping_pong_cpus.0,
         loopback_cpu_checks: ping_pong_cpus.1,
+        loopback_rtt_one_cpu_us: one_cpu_rtt_us,
+        loopback_rtt_two_cpus_us: two_cpu_rtt_us,
         loopback_rtt_paced_us: paced_rtt_us,
         probe_p50_over_paced_rtt: probe
             .as_ref()
@@ -769,6 +785,10 @@ fn one_run(
         one_client_p50_over_rtt: one_client
             .as_ref()
             .map(|p| p.p50_us as f64 / rtt_us.max(1e-3)),
+        one_client_p50_over_two_cpu_rtt: one_client
+            .as_ref()
+            .zip(two_cpu_rtt_us)
+            .map(|(p, two)| p.p50_us as f64 / two.max(1e-3)),
         one_client,
         entries_per_append: sent as f64 / msgs.max(1) as f64,
         load_cpu,
@@ -892,13 +912,28 @@ fn print_run(r: &RunReport) {
             p.count,
             r.loopback_rtt_us,
         );
+        let mut split = String::new();
+        if let Some(one) = r.loopback_rtt_one_cpu_us {
+            split = format!("; its round trip {one:.1} µs on one CPU");
+        }
+        if let (Some(two), Some(ratio)) = (
+            r.loopback_rtt_two_cpus_us,
+            r.one_client_p50_over_two_cpu_rtt,
+        ) {
+            let lead = if split.is_empty() {
+                "; its round trip"
+            } else {
+                ","
+            };
+            split = format!("{split}{lead} {two:.1} µs across two, p50 = {ratio:.1}x that");
+        }
         let _ = writeln!(
             out,
-            "  (the ping-pong's two ends were on one CPU at {} of {} checks{})",
+            "  (the ping-pong's two ends were on one CPU at {} of {} checks{split}{})",
             r.loopback_same_cpu_checks,
             r.loopback_cpu_checks,
             if r.loopback_same_cpu_checks * 2 > r.loopback_cpu_checks {
-                ": its round trip then skips waking an idle vCPU, which every hop of a request pays"
+                ": on one CPU a round trip skips waking an idle vCPU, which every hop of a request pays"
             } else {
                 ""
             }
