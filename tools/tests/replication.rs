@@ -24,6 +24,7 @@ fn followers_apply_everything_the_leader_committed_in_every_run() {
         assert_eq!(run["converged"], true, "{run}");
         assert_eq!(run["clean_shutdown"], true, "{run}");
     }
+    check_one_client_spread(&summary);
 }
 
 #[test]
@@ -61,6 +62,55 @@ fn raftbench_loads_and_checks_every_shard() {
         check_shard(shard, 1000);
     }
     assert_eq!(run["clean_shutdown"], true, "{run}");
+    assert!(
+        summary["one_client"].is_null(),
+        "no one-client phase, so no spread: {summary}"
+    );
+}
+
+/// The summary's one-client spread counts what its runs report: the runs within 3x the
+/// loopback RTT, those whose ping-pong was on one CPU at most checks, and those within 3x
+/// of the round trip across two CPUs.
+fn check_one_client_spread(summary: &serde_json::Value) {
+    let runs = summary["runs"].as_array().expect("runs");
+    let spread = &summary["one_client"];
+    let within = |key: &str| {
+        runs.iter()
+            .filter(|r| r[key].as_f64().is_some_and(|x| x <= 3.0))
+            .count() as u64
+    };
+    let one_cpu = runs
+        .iter()
+        .filter(|r| {
+            let same = r["loopback_same_cpu_checks"].as_u64().expect("checks");
+            same * 2 > r["loopback_cpu_checks"].as_u64().expect("checks")
+        })
+        .count() as u64;
+    let two_cpu_rtts = runs
+        .iter()
+        .filter(|r| r["loopback_rtt_two_cpus_us"].as_f64().is_some())
+        .count() as u64;
+    assert_eq!(spread["runs"].as_u64(), Some(runs.len() as u64), "{spread}");
+    assert_eq!(
+        spread["within_target"].as_u64(),
+        Some(within("one_client_p50_over_rtt")),
+        "{summary}"
+    );
+    assert_eq!(
+        spread["ping_pong_mostly_on_one_cpu"].as_u64(),
+        Some(one_cpu),
+        "{summary}"
+    );
+    assert_eq!(
+        spread["runs_with_two_cpu_rtt"].as_u64(),
+        Some(two_cpu_rtts),
+        "{summary}"
+    );
+    assert_eq!(
+        spread["within_target_of_two_cpu_rtt"].as_u64(),
+        Some(within("one_client_p50_over_two_cpu_rtt")),
+        "{summary}"
+    );
 }
 
 /// Runs `raftbench local <args> --json`, requires exit 0, returns its JSON summary.

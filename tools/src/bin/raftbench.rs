@@ -184,6 +184,8 @@ fn check_load(args: &LoadArgs, cluster: &tuning::ClusterConfig) -> Result<(), St
 /// The one-client phase alternates with the ping-pong it is compared with, in this many
 /// slices of each.
 const ONE_CLIENT_SLICES: usize = 4;
+/// The one-client target with fsync off: p50 at most this many loopback round trips.
+const ONE_CLIENT_TARGET_RTTS: f64 = 3.0;
 
 /// How long followers get to apply everything once the load stops.
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(1);
@@ -338,7 +340,78 @@ struct Summary {
     batch: usize,
     window: usize,
     runs: Vec<RunReport>,
+    /// The one-client target over the runs; none without a one-client phase.
+    one_client: Option<OneClientSpread>,
     passed: bool,
+}
+
+impl Summary {
+    fn new(
+        command: &str,
+        fsync: bool,
+        args: &LoadArgs,
+        runs: Vec<RunReport>,
+        passed: bool,
+    ) -> Summary {
+        Summary {
+            command: command.into(),
+            fsync,
+            payload_bytes: args.payload,
+            batch: args.batch,
+            window: args.window,
+            one_client: OneClientSpread::of(&runs),
+            runs,
+            passed,
+        }
+    }
+}
+
+/// Over the runs with a one-client phase: how many met the target, how many of those
+/// runs had a ping-pong mostly on one CPU, and how many were within the target of the
+/// round trip across two CPUs (of the runs that measured one).
+#[derive(Debug, Serialize)]
+struct OneClientSpread {
+    runs: usize,
+    within_target: usize,
+    ping_pong_mostly_on_one_cpu: usize,
+    runs_with_two_cpu_rtt: usize,
+    within_target_of_two_cpu_rtt: usize,
+}
+
+impl OneClientSpread {
+    fn of(runs: &[RunReport]) -> Option<OneClientSpread> {
+        let within = |ratio: Option<f64>| ratio.is_some_and(|x| x <= ONE_CLIENT_TARGET_RTTS);
+        let measured: Vec<&RunReport> = runs.iter().filter(|r| r.one_client.is_some()).collect();
+        if measured.is_empty() {
+            return None;
+        }
+        let count = |f: &dyn Fn(&RunReport) -> bool| measured.iter().filter(|r| f(r)).count();
+        Some(OneClientSpread {
+            runs: measured.len(),
+            within_target: count(&|r| within(r.one_client_p50_over_rtt)),
+            ping_pong_mostly_on_one_cpu: count(&|r| {
+                r.loopback_same_cpu_checks * 2 > r.loopback_cpu_checks
+            }),
+            runs_with_two_cpu_rtt: count(&|r| r.loopback_rtt_two_cpus_us.is_some()),
+            within_target_of_two_cpu_rtt: count(&|r| within(r.one_client_p50_over_two_cpu_rtt)),
+        })
+    }
+
+    fn line(&self) -> String {
+        let two_cpus = if self.runs_with_two_cpu_rtt == 0 {
+            "no run's ping-pong crossed CPUs at a check".to_owned()
+        } else {
+            format!(
+                "within {ONE_CLIENT_TARGET_RTTS}x its round trip across two CPUs in {}/{} runs",
+                self.within_target_of_two_cpu_rtt, self.runs_with_two_cpu_rtt
+            )
+        };
+        format!(
+            "one client: p50 within {ONE_CLIENT_TARGET_RTTS}x the loopback RTT in {}/{} runs \
+             (the ping-pong on one CPU at most checks in {} of them); {two_cpus}",
+            self.within_target, self.runs, self.ping_pong_mostly_on_one_cpu,
+        )
+    }
 }
 
 fn main() -> ExitCode {
@@ -443,15 +516,7 @@ fn local(
     let passed = reports.iter().all(|r| {
         r.loaded() && r.converged && r.all_followers_caught_up && r.clean_shutdown != Some(false)
     });
-    Ok(Summary {
-        command: "local".into(),
-        fsync: fsync_on,
-        payload_bytes: args.payload,
-        batch: args.batch,
-        window: args.window,
-        runs: reports,
-        passed,
-    })
+    Ok(Summary::new("local", fsync_on, args, reports, passed))
 }
 
 fn remote(path: &Path, args: &LoadArgs) -> Result<Summary, String> {
@@ -481,15 +546,13 @@ fn remote(path: &Path, args: &LoadArgs) -> Result<Summary, String> {
         print_run(&report);
     }
     let passed = report.loaded() && report.converged && report.all_followers_caught_up;
-    Ok(Summary {
-        command: "run".into(),
-        fsync: c.durability.fsync,
-        payload_bytes: args.payload,
-        batch: args.batch,
-        window: args.window,
-        runs: vec![report],
+    Ok(Summary::new(
+        "run",
+        c.durability.fsync,
+        args,
+        vec![report],
         passed,
-    })
+    ))
 }
 
 /// The cluster a run loads, and the first of the client ids it may use (each client
@@ -907,7 +970,7 @@ fn print_run(r: &RunReport) {
     if let (Some(p), Some(ratio)) = (&r.one_client, r.one_client_p50_over_rtt) {
         let _ = writeln!(
             out,
-            "  one synchronous client, one 1-entry request at a time: {} ({} requests); p50 = {ratio:.1}x the loopback RTT of {:.1} µs (target with fsync off: <= 3x)",
+            "  one synchronous client, one 1-entry request at a time: {} ({} requests); p50 = {ratio:.1}x the loopback RTT of {:.1} µs (target with fsync off: <= {ONE_CLIENT_TARGET_RTTS}x)",
             p.percentiles(),
             p.count,
             r.loopback_rtt_us,
@@ -1011,6 +1074,9 @@ fn print_summary(s: &Summary) {
             exact,
             s.runs.len()
         );
+        if let Some(spread) = &s.one_client {
+            println!("{}", spread.line());
+        }
     }
     println!(
         "{} (fsync {}, {} B entries, batch {}, window {})",
