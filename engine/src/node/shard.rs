@@ -948,8 +948,7 @@ impl State {
                     self.log.truncate_after(index).map_err(NodeError::Storage)?;
                     // A deposed leader's submits whose entries the new leader overwrote.
                     self.submits.truncated(index, |(conn, id), outcome, last| {
-                        let status = client_status(outcome);
-                        let reply = write_reply(&self.replica, &self.settings, id, status, last);
+                        let reply = submit_reply(&self.replica, &self.settings, id, outcome, last);
                         self.replies.push((conn, reply));
                     });
                 }
@@ -1030,8 +1029,7 @@ impl State {
             replica.commit(),
             |i| replica.term_at(i),
             |(conn, id), outcome, last| {
-                let status = client_status(outcome);
-                let reply = write_reply(replica, &self.settings, id, status, last);
+                let reply = submit_reply(replica, &self.settings, id, outcome, last);
                 self.replies.push((conn, reply));
             },
         );
@@ -1160,15 +1158,22 @@ fn write_reply(
     }
 }
 
-/// How a client hears what became of its write.
-fn client_status(outcome: Outcome) -> ClientStatus {
-    match outcome {
+/// How a client hears what became of its write, whose entries end at `last`.
+fn submit_reply(
+    replica: &Replica,
+    settings: &ShardSettings,
+    request_id: u64,
+    outcome: Outcome,
+    last: u64,
+) -> ClientMessage {
+    let status = match outcome {
         Outcome::Committed => ClientStatus::Ok,
         // Not written: sending it again cannot apply it twice.
         Outcome::Replaced => ClientStatus::NotLeader,
         // Outcome unknown: it may still be committed.
         Outcome::Unknown => ClientStatus::Timeout,
-    }
+    };
+    write_reply(replica, settings, request_id, status, last)
 }
 
 /// The part of `run` from `first_index` on (the prefix was already in the log).

@@ -126,9 +126,7 @@ impl Cluster {
                         self.nodes[r]
                             .submits
                             .truncated(keep, |s, outcome, last| answered.push((s, outcome, last)));
-                        for (submit, outcome, last) in answered {
-                            self.check_answer(r, submit, outcome, last)?;
-                        }
+                        self.check_answers(r, answered)?;
                     }
                 }
                 Action::Append {
@@ -343,47 +341,47 @@ impl Cluster {
         Ok(())
     }
 
-    /// What replica `r` answered the client of `submit`, whose entries end at `last`: `Ok`
-    /// only if every entry is committed as proposed, "replaced" only if none is (the
-    /// client sends it again, and must not see it applied twice).
-    fn check_answer(
+    /// What replica `r` answered its clients, each answer with the submit and the index
+    /// its entries end at: `Ok` only if every entry is committed as proposed, "replaced"
+    /// only if none is (the client sends it again, and must not see it applied twice).
+    fn check_answers(
         &mut self,
         r: usize,
-        submit: SimSubmit,
-        outcome: Outcome,
-        last: Index,
+        answered: Vec<(SimSubmit, Outcome, Index)>,
     ) -> Result<(), Violation> {
-        let id = self.nodes[r].id;
-        let chosen = self.hist.chosen();
-        let committed: Vec<bool> = (submit.first_index..=last)
-            .zip(&submit.pids)
-            .map(|(index, &pid)| chosen.get(index as usize - 1).is_some_and(|e| e.pid == pid))
-            .collect();
-        let wrong = match outcome {
-            Outcome::Committed => {
-                self.stats.answered_ok += 1;
-                committed.iter().any(|&c| !c)
+        for (submit, outcome, last) in answered {
+            let id = self.nodes[r].id;
+            let chosen = self.hist.chosen();
+            let committed: Vec<bool> = (submit.first_index..=last)
+                .zip(&submit.pids)
+                .map(|(index, &pid)| chosen.get(index as usize - 1).is_some_and(|e| e.pid == pid))
+                .collect();
+            let wrong = match outcome {
+                Outcome::Committed => {
+                    self.stats.answered_ok += 1;
+                    committed.iter().any(|&c| !c)
+                }
+                Outcome::Replaced => {
+                    self.stats.answered_replaced += 1;
+                    committed.iter().any(|&c| c)
+                }
+                Outcome::Unknown => {
+                    self.stats.answered_unknown += 1;
+                    false
+                }
+            };
+            if wrong {
+                return Err(Violation {
+                    invariant: checker::CLIENT_ANSWERS,
+                    details: format!(
+                        "r{id} answered {outcome:?} for pids {:?} at {}..={last}, committed as \
+                         proposed: {committed:?} (commit {})",
+                        submit.pids,
+                        submit.first_index,
+                        self.replica(r).commit()
+                    ),
+                });
             }
-            Outcome::Replaced => {
-                self.stats.answered_replaced += 1;
-                committed.iter().any(|&c| c)
-            }
-            Outcome::Unknown => {
-                self.stats.answered_unknown += 1;
-                false
-            }
-        };
-        if wrong {
-            return Err(Violation {
-                invariant: checker::CLIENT_ANSWERS,
-                details: format!(
-                    "r{id} answered {outcome:?} for pids {:?} at {}..={last}, committed as \
-                     proposed: {committed:?} (commit {})",
-                    submit.pids,
-                    submit.first_index,
-                    self.replica(r).commit()
-                ),
-            });
         }
         Ok(())
     }
@@ -398,10 +396,7 @@ impl Cluster {
             |i| replica.term_at(i),
             |s, outcome, last| answered.push((s, outcome, last)),
         );
-        for (submit, outcome, last) in answered {
-            self.check_answer(r, submit, outcome, last)?;
-        }
-        Ok(())
+        self.check_answers(r, answered)
     }
 
     /// Checks after every step of replica `r`.
