@@ -431,15 +431,12 @@ pub const CPU_CHECK_EVERY: usize = 50;
 pub struct PingPong {
     /// Every round trip, in the order measured (at least one).
     pub samples: Vec<Duration>,
-    /// Checks at which both ends were on the same CPU.
-    pub same_cpu_checks: u32,
-    /// Checks where both ends could tell their CPU.
-    pub cpu_checks: u32,
     /// The round trips of the [`CPU_CHECK_EVERY`] rounds before each check that found both
     /// ends on one CPU ...
     pub one_cpu: Vec<Duration>,
-    /// ... and before each check that found them on two. (An end may move within those
-    /// rounds, so this split is close, not exact.)
+    /// ... and before each check that found them on two (checks where an end could not
+    /// tell its CPU count in neither). An end may move within those rounds, so this split
+    /// is close, not exact.
     pub two_cpus: Vec<Duration>,
 }
 
@@ -447,11 +444,24 @@ impl PingPong {
     /// Adds another slice's round trips and checks.
     pub fn extend(&mut self, other: PingPong) {
         self.samples.extend(other.samples);
-        self.same_cpu_checks += other.same_cpu_checks;
-        self.cpu_checks += other.cpu_checks;
         self.one_cpu.extend(other.one_cpu);
         self.two_cpus.extend(other.two_cpus);
     }
+
+    /// Checks at which both ends were on the same CPU.
+    pub fn same_cpu_checks(&self) -> u32 {
+        checks(self.one_cpu.len())
+    }
+
+    /// Checks where both ends could tell their CPU.
+    pub fn cpu_checks(&self) -> u32 {
+        checks(self.one_cpu.len() + self.two_cpus.len())
+    }
+}
+
+/// The checks behind `rounds` split round trips (a whole window each).
+fn checks(rounds: usize) -> u32 {
+    u32::try_from(rounds / CPU_CHECK_EVERY).unwrap_or(u32::MAX)
 }
 
 /// The CPU the calling thread runs on (`sched_getcpu`), or `None` where the kernel cannot
@@ -517,8 +527,6 @@ pub fn ping_pong(rounds: usize, pace: Option<Duration>) -> std::io::Result<PingP
         .zip(cpus.iter().zip(&echo_cpus))
     {
         if let (Some(a), Some(b)) = (ours, theirs) {
-            out.cpu_checks += 1;
-            out.same_cpu_checks += u32::from(a == b);
             let side = if a == b {
                 &mut out.one_cpu
             } else {

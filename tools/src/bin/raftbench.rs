@@ -330,6 +330,11 @@ impl RunReport {
     fn loaded(&self) -> bool {
         self.entries_per_sec > 0.0
     }
+
+    /// Whether the ping-pong's two ends were on one CPU at most of its checks.
+    fn ping_pong_mostly_on_one_cpu(&self) -> bool {
+        self.loopback_same_cpu_checks * 2 > self.loopback_cpu_checks
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -389,9 +394,7 @@ impl OneClientSpread {
         Some(OneClientSpread {
             runs: measured.len(),
             within_target: count(&|r| within(r.one_client_p50_over_rtt)),
-            ping_pong_mostly_on_one_cpu: count(&|r| {
-                r.loopback_same_cpu_checks * 2 > r.loopback_cpu_checks
-            }),
+            ping_pong_mostly_on_one_cpu: count(&|r| r.ping_pong_mostly_on_one_cpu()),
             runs_with_two_cpu_rtt: count(&|r| r.loopback_rtt_two_cpus_us.is_some()),
             within_target_of_two_cpu_rtt: count(&|r| within(r.one_client_p50_over_two_cpu_rtt)),
         })
@@ -779,7 +782,7 @@ fn one_run(
             load::ping_pong(2000, None).map_err(|e| format!("loopback baseline: {e}"))?;
         (ping_pong, None)
     };
-    let ping_pong_cpus = (ping_pong.same_cpu_checks, ping_pong.cpu_checks);
+    let ping_pong_cpus = (ping_pong.same_cpu_checks(), ping_pong.cpu_checks());
     let median_us = |samples: Vec<Duration>| {
         (!samples.is_empty()).then(|| load::median(samples).as_secs_f64() * 1e6)
     };
@@ -995,7 +998,7 @@ fn print_run(r: &RunReport) {
             "  (the ping-pong's two ends were on one CPU at {} of {} checks{split}{})",
             r.loopback_same_cpu_checks,
             r.loopback_cpu_checks,
-            if r.loopback_same_cpu_checks * 2 > r.loopback_cpu_checks {
+            if r.ping_pong_mostly_on_one_cpu() {
                 ": on one CPU a round trip skips waking an idle vCPU, which every hop of a request pays"
             } else {
                 ""
